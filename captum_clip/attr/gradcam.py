@@ -1,0 +1,71 @@
+"""Grad-CAM for CLIP towers, on the layer where it is not degenerate."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from captum._utils.gradient import compute_layer_gradients_and_eval
+from captum.attr import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor
+
+from ..classifier import ZeroShotClassifier
+from .maps import upsample_to_input
+from .token_similarity import check_classifier
+from .validation import TargetLike, check_images, resolve_to_indices, unpack_inputs
+
+
+class CLIPGradCAM(LayerAttribution, GradientAttribution):
+    r"""Grad-CAM (Selvaraju et al., ICCV 2017) of a zero-shot CLIP logit.
+
+    ViT: the activation is the *input* of the last block's ``ln_1`` reshaped to the
+    patch grid. The last block's output would give all-zero patch gradients (only
+    the CLS token is pooled), and Captum's ``LayerGradCam`` on an ``(N, L, D)``
+    token tensor averages over D and sums over tokens, giving ``(N, 1, D)`` without
+    an error. ResNet: the output of ``layer4``.
+
+    The channel weights are the spatial means of the gradients; the map is
+    ``ReLU(sum_c w_c A_c)`` (``relu_attributions=True``, the paper's form).
+
+    Args:
+        classifier (ZeroShotClassifier): the forward function (logits ``(N, K)``).
+    """
+
+    def __init__(self, classifier: ZeroShotClassifier) -> None:
+        check_classifier(classifier)
+        LayerAttribution.__init__(self, classifier, classifier.tower.gradcam_layer)
+        GradientAttribution.__init__(self, classifier)
+        self.classifier = classifier
+        self.tower = classifier.tower
+
+    @log_usage()
+    def attribute(self, inputs: Tensor, target: TargetLike = None, relu_attributions: bool = True,
+                  interpolate: bool = True) -> Tensor:
+        r"""Grad-CAM maps.
+
+        Args:
+            inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)``.
+            target (int, list, Tensor, str, list[str] or None): class indices or names of
+                the classifier, or free texts (a classifier over those texts sharing the
+                model is used); ``None`` uses the predicted class.
+            relu_attributions (bool): apply ReLU to the map (default, as in the paper).
+            interpolate (bool): upsample to the input size (default) or return the grid.
+
+        Returns:
+            Tensor: ``(N, 1, H, W)`` (or ``(N, 1, gh, gw)``), not normalised.
+        """
+        images, is_tuple = unpack_inputs(inputs)
+        images = check_images(images, self.tower.cell_size)
+        classifier, indices = resolve_to_indices(target, images, self.classifier)
+        grid = self.tower.grid_shape(tuple(images.shape[-2:]))
+        gradients, activations = compute_layer_gradients_and_eval(
+            classifier, self.layer, images, indices, attribute_to_layer_input=self.tower.gradcam_on_input,
+        )
+        gradients = self.tower.activation_to_grid(gradients[0], grid)
+        activations = self.tower.activation_to_grid(activations[0], grid)
+        weights = gradients.mean(dim=(-2, -1), keepdim=True)
+        cam = (weights * activations).sum(dim=1, keepdim=True).detach().float()
+        if relu_attributions:
+            cam = F.relu(cam)
+        maps = upsample_to_input(cam, tuple(images.shape[-2:]), self.tower.cell_size) if interpolate else cam
+        return (maps,) if is_tuple else maps

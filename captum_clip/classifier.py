@@ -1,0 +1,127 @@
+"""Zero-shot CLIP classifier: the ``forward_func`` for Captum and the ``model`` for Quantus."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .loading import ClipBundle
+from .templates import SURGERY_TEMPLATES
+from .towers import VisionTower, vision_tower
+
+#: Prompts encoded per text-tower call, bounding memory for large label sets.
+TEXT_CHUNK = 256
+
+
+class ZeroShotClassifier(nn.Module):
+    """Image -> logits over a fixed list of class names, by prompt-ensembled CLIP text embeddings.
+
+    Each class embedding is the CLIP Surgery prompt ensemble: every template is
+    filled with the class name, encoded with ``encode_text``, L2-normalised,
+    averaged over templates and L2-normalised again.
+
+    The embeddings are a buffer, so Captum's expansion of ``additional_forward_args``
+    (NoiseTunnel, IG batching) never touches them, and ``target`` is a class index.
+
+    Args:
+        bundle: a :class:`~captum_clip.ClipBundle` from :func:`~captum_clip.load_clip`.
+        classnames: the K class names (or free-text queries).
+        templates: prompt templates with one ``{}``; default: the 85 CLIP Surgery
+            templates. Pass ``["{}"]`` to embed the names as they are.
+        logit_scale: multiplier of the cosine similarities; default: the model's
+            learnt ``logit_scale.exp()``. Use 1.0 for plain cosines.
+
+    Attributes:
+        classnames (list[str]): the class names, in logit order.
+        text_features (Tensor): ``(K, E)`` unit-norm class embeddings.
+        tower (VisionTower): the vision-tower adapter of the model.
+    """
+
+    def __init__(
+        self,
+        bundle: ClipBundle,
+        classnames: Sequence[str],
+        templates: Optional[Sequence[str]] = None,
+        logit_scale: Optional[float] = None,
+    ):
+        super().__init__()
+        if isinstance(classnames, str):
+            raise ValueError("classnames must be a list of strings, not a single string; wrap it: [name].")
+        classnames = list(classnames)
+        if not classnames:
+            raise ValueError("classnames is empty: give at least one class name or text query.")
+        if not all(isinstance(name, str) and name.strip() for name in classnames):
+            raise ValueError(f"classnames must be non-empty strings; got {classnames!r}.")
+        if len(set(classnames)) != len(classnames):
+            raise ValueError("classnames contains duplicates; each class needs a distinct name.")
+        templates = list(templates) if templates is not None else list(SURGERY_TEMPLATES)
+        if not templates or not all("{}" in t for t in templates):
+            raise ValueError("templates must be a non-empty list of strings that each contain '{}'.")
+
+        self.bundle = bundle
+        self.model = bundle.model
+        self.tokenizer = bundle.tokenizer
+        self.tower: VisionTower = vision_tower(bundle.model)
+        self.classnames = classnames
+        self.templates = templates
+        self._text_cache: Dict[str, Tensor] = {}
+        if logit_scale is None:
+            logit_scale = float(bundle.model.logit_scale.detach().exp()) if hasattr(bundle.model, "logit_scale") else 1.0
+        self.logit_scale = logit_scale
+        self.register_buffer("text_features", self.encode_text(classnames), persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Prompt-ensemble embeddings ``(len(texts), E)``, unit norm, cached per text.
+
+        The empty string is allowed: it gives CLIP Surgery's redundant feature
+        (e.g. ``'a bad photo of a .'`` averaged over the templates).
+        """
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            prompts = [template.format(text) for text in missing for template in self.templates]
+            device = next(self.model.parameters()).device
+            features = torch.cat([
+                self.model.encode_text(self.tokenizer(prompts[i:i + TEXT_CHUNK]).to(device)).float()
+                for i in range(0, len(prompts), TEXT_CHUNK)
+            ])
+            features = F.normalize(features, dim=-1).reshape(len(missing), len(self.templates), -1)
+            ensembles = F.normalize(features.mean(dim=1), dim=-1)
+            self._text_cache.update(zip(missing, ensembles))
+        return torch.stack([self._text_cache[t] for t in texts]).to(self._feature_device())
+
+    def _feature_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def redundancy(self) -> Tensor:
+        """CLIP Surgery's redundant feature: the empty-string ensemble ``(1, E)``."""
+        return self.encode_text([""])
+
+    def with_classes(self, classnames: Sequence[str]) -> "ZeroShotClassifier":
+        """A classifier over other class names that shares this one's model, templates and scale."""
+        return ZeroShotClassifier(self.bundle, classnames, self.templates, self.logit_scale)
+
+    def class_index(self, name: str) -> Optional[int]:
+        try:
+            return self.classnames.index(name)
+        except ValueError:
+            return None
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """Unit-norm pooled image embeddings ``(N, E)`` at any input size."""
+        return F.normalize(self.tower.encode(images).float(), dim=-1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits ``(N, K)`` = ``logit_scale`` x cosine(image, class embedding)."""
+        return self.logit_scale * self.image_features(images) @ self.text_features.to(images.device).T
+
+    def extra_repr(self) -> str:
+        return f"classes={self.num_classes}, templates={len(self.templates)}, tower={self.tower.kind}"

@@ -1,0 +1,170 @@
+"""Loading open_clip models: built-in names with pretrained tags, config files, local checkpoints."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Tuple, Union
+
+import open_clip
+import torch
+from torch import nn
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: Models that ship inside the package: name -> (open_clip config, safetensors weights).
+BUILTIN_MODELS = {
+    "shapes": (ASSETS / "shapes.json", ASSETS / "shapes.safetensors"),
+}
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (offline, no cache, unknown tag)."""
+
+
+@dataclass
+class ClipBundle:
+    """An open_clip model with what is needed to feed it.
+
+    Attributes:
+        model: the CLIP model, in eval mode.
+        preprocess: PIL image -> normalised ``(3, H, W)`` tensor (open_clip's eval transform).
+        tokenizer: list of strings -> ``(n, context_length)`` token ids.
+        name: the model name or config path it was loaded from.
+        pretrained: the tag or checkpoint path of its weights, or None for random weights.
+    """
+
+    model: nn.Module
+    preprocess: Callable
+    tokenizer: Callable
+    name: str
+    pretrained: Optional[str] = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def image_mean_std(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """The normalisation constants of ``preprocess`` (for turning tensors back into pictures)."""
+        for transform in getattr(self.preprocess, "transforms", []):
+            if hasattr(transform, "mean") and hasattr(transform, "std"):
+                return tuple(transform.mean), tuple(transform.std)
+        return open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+
+
+def _is_checkpoint_file(value: str) -> bool:
+    return Path(value).suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"Could not read open_clip model config {path}: {error}") from error
+    # Accept both a bare model config and an open_clip_config.json (model_cfg + preprocess_cfg).
+    if "model_cfg" not in config:
+        config = {"model_cfg": config}
+    if "vision_cfg" not in config["model_cfg"] or "text_cfg" not in config["model_cfg"]:
+        raise ValueError(f"{path} is not an open_clip model config: it needs 'vision_cfg' and 'text_cfg'.")
+    return config
+
+
+def _create_from_config(config_path: Path):
+    """Build (model, preprocess, tokenizer) from a config file through open_clip's own factory."""
+    config = _read_config(config_path)
+    with tempfile.TemporaryDirectory() as folder:
+        # open_clip's 'local-dir:' schema builds any config without registering a global model name.
+        (Path(folder) / "open_clip_config.json").write_text(json.dumps(config))
+        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    return model, preprocess, tokenizer
+
+
+def _load_local_checkpoint(model: nn.Module, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file {path} for model {name!r} does not exist.")
+    try:
+        open_clip.load_checkpoint(model, str(path), strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"Checkpoint {path} does not fit model {name!r}: {str(error).splitlines()[0]} "
+            "Check that the config matches the architecture the weights were trained with."
+        ) from error
+
+
+def load_clip(
+    name_or_config: Union[str, Path],
+    pretrained: Optional[Union[str, Path]] = None,
+    device: Optional[Union[str, torch.device]] = None,
+) -> ClipBundle:
+    """Load an open_clip model, its preprocessing and its tokenizer.
+
+    Args:
+        name_or_config: an open_clip model name (``"ViT-B-16"``, ``"RN50-quickgelu"``),
+            a path to an open_clip model-config JSON, or ``"shapes"`` for the scene
+            model that ships with captum_clip (loads offline).
+        pretrained: an open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``), a
+            local checkpoint file (``.safetensors``, ``.pt``, ``.pth`` or ``.bin``), or
+            None for random weights (built-in ``"shapes"`` loads its own weights).
+        device: where to put the model (default: CPU).
+
+    Returns:
+        A :class:`ClipBundle` with the model in eval mode.
+
+    Raises:
+        WeightsUnavailableError: a pretrained tag whose weights cannot be downloaded or
+            found in the cache (e.g. offline); the message says how to pass a local file.
+        FileNotFoundError: a config or checkpoint path that does not exist.
+        ValueError: a config that is not an open_clip config, or weights that do not fit it.
+    """
+    name = str(name_or_config)
+    pretrained = str(pretrained) if pretrained is not None else None
+
+    if name in BUILTIN_MODELS:
+        config_path, weights_path = BUILTIN_MODELS[name]
+        if not config_path.is_file() or not weights_path.is_file():
+            raise FileNotFoundError(f"The built-in model {name!r} is missing from this installation ({ASSETS}).")
+        model, preprocess, tokenizer = _create_from_config(config_path)
+        pretrained = pretrained or str(weights_path)
+        _load_local_checkpoint(model, Path(pretrained), name)
+    elif name.lower().endswith(".json") or Path(name).is_file():
+        config_path = Path(name)
+        if not config_path.is_file():
+            raise FileNotFoundError(f"Model config {config_path} does not exist.")
+        model, preprocess, tokenizer = _create_from_config(config_path)
+        if pretrained is not None:
+            if not _is_checkpoint_file(pretrained):
+                raise ValueError(
+                    f"With a config file, `pretrained` must be a local checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); "
+                    f"got {pretrained!r}."
+                )
+            _load_local_checkpoint(model, Path(pretrained), name)
+    else:
+        if name.replace("/", "-") not in open_clip.list_models() and ":" not in name:
+            raise ValueError(
+                f"Unknown model {name!r}: pass an open_clip model name (see open_clip.list_models()), "
+                "a path to an open_clip config JSON, or 'shapes'."
+            )
+        if pretrained is not None and _is_checkpoint_file(pretrained) and not Path(pretrained).is_file():
+            raise FileNotFoundError(f"Checkpoint file {pretrained} for model {name!r} does not exist.")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        except RuntimeError as error:
+            raise WeightsUnavailableError(
+                f"Could not get weights {pretrained!r} for model {name!r}: {str(error).splitlines()[0]}\n"
+                "Without network access, download the checkpoint elsewhere and pass the file: "
+                f"load_clip({name!r}, pretrained='/path/to/open_clip_pytorch_model.bin') "
+                f"(or --pretrained FILE on the command line). Tags for this model: "
+                f"{open_clip.list_pretrained_tags_by_model(name.replace('/', '-'))}."
+            ) from error
+        tokenizer = open_clip.get_tokenizer(name)
+
+    model = model.eval()
+    if device is not None:
+        model = model.to(device)
+    return ClipBundle(model=model, preprocess=preprocess, tokenizer=tokenizer, name=name, pretrained=pretrained)
