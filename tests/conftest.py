@@ -1,0 +1,106 @@
+"""Tiny open_clip models built from configs, golden-data location, and model snapshots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from captum_clip import ZeroShotClassifier, load_clip
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GOLDEN = SHARED / "golden"
+
+TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+TINY_CONFIGS = {
+    "vit": {"embed_dim": 32, "quick_gelu": True,
+            "vision_cfg": {"image_size": 64, "layers": 8, "width": 64, "head_width": 32, "patch_size": 16},
+            "text_cfg": TINY_TEXT},
+    "vit_shallow": {"embed_dim": 32, "quick_gelu": True,
+                    "vision_cfg": {"image_size": 48, "layers": 4, "width": 64, "head_width": 16, "patch_size": 8,
+                                   "ls_init_value": 0.5},
+                    "text_cfg": TINY_TEXT},
+    "resnet": {"embed_dim": 32, "quick_gelu": True,
+               "vision_cfg": {"image_size": 96, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32},
+               "text_cfg": TINY_TEXT},
+}
+CLASSNAMES = ["cat", "dog", "red star", "blue ring"]
+TEMPLATES = ["a photo of a {}.", "{}"]
+
+
+def golden_dir(name: str) -> Path:
+    folder = GOLDEN / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found: golden equivalence needs ../shared beside the clone (as in CI)")
+    return folder
+
+
+def perturb_(model: torch.nn.Module, seed: int) -> None:
+    """Add noise to every parameter and buffer so zero-initialised biases cannot hide a mis-mapped weight."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+            tensor.add_(0.02 * torch.randn(tensor.shape, generator=generator))
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var.abs_()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory):
+    """One bundle per tiny architecture, loaded through load_clip from a config file."""
+    folder = tmp_path_factory.mktemp("configs")
+    bundles = {}
+    for kind, config in TINY_CONFIGS.items():
+        path = folder / f"tiny-{kind}.json"
+        path.write_text(json.dumps(config))
+        torch.manual_seed(0)
+        bundle = load_clip(path)
+        perturb_(bundle.model, seed=1)
+        if kind == "resnet":
+            # Randomly initialised, the v-v attention pool is nearly uniform and every token gets the
+            # same feature (patch ranges ~1e-4); trained CLIP ResNets attend far more sharply.
+            with torch.no_grad():
+                pool = bundle.model.visual.attnpool
+                for projection, factor in ((pool.v_proj, 16), (pool.q_proj, 8), (pool.k_proj, 8)):
+                    projection.weight.mul_(factor)
+        bundles[kind] = bundle
+    return bundles
+
+
+@pytest.fixture(scope="session")
+def tiny_classifiers(tiny_bundles):
+    return {kind: ZeroShotClassifier(bundle, CLASSNAMES, TEMPLATES) for kind, bundle in tiny_bundles.items()}
+
+
+def images_for(bundle, n: int = 3, size=None, seed: int = 0) -> torch.Tensor:
+    size = size or bundle.model.visual.image_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return torch.randn(n, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """Everything attribute() must leave as it was: weights, module types, hooks, flags."""
+    hook_dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                  "_state_dict_hooks", "_load_state_dict_pre_hooks", "_forward_hooks_with_kwargs")
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "types": [(name, type(m)) for name, m in model.named_modules()],
+        "hooks": [(name, attr, len(getattr(m, attr, {}))) for name, m in model.named_modules() for attr in hook_dicts],
+        "grad": [(n, p.requires_grad, p.grad is None) for n, p in model.named_parameters()],
+        "training": [m.training for m in model.modules()],
+    }
+
+
+def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["types"] == before["types"]
+    assert after["hooks"] == before["hooks"]
+    assert after["grad"] == before["grad"]
+    assert after["training"] == before["training"]
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), f"{key} changed"
