@@ -1,0 +1,79 @@
+"""Figures: saliency maps overlaid on the image, one panel per (method, query)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+
+def to_display_images(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undo the CLIP normalisation: ``(N, 3, H, W)`` tensor -> ``(N, H, W, 3)`` uint8."""
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    pixels = (images * std_t + mean_t).clamp(0, 1)
+    return (pixels.permute(0, 2, 3, 1).detach().cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def _normalised(saliency: np.ndarray) -> np.ndarray:
+    low, high = float(saliency.min()), float(saliency.max())
+    return (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+
+
+def overlay_figure(
+    image: np.ndarray,
+    maps: Mapping[str, Union[np.ndarray, Tensor]],
+    queries: Sequence[str],
+    title: Optional[str] = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    panel_size: float = 2.6,
+) -> Figure:
+    """One row per method, the input then one overlay per query.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 picture the maps refer to.
+        maps: method name -> ``(K, H, W)`` maps (``(K, 1, H, W)`` is squeezed), K = len(queries).
+            Each panel is min-max scaled for display.
+        queries: the K query texts (column titles).
+
+    Returns:
+        A matplotlib Figure (Agg canvas; no pyplot state is touched).
+    """
+    rows, columns = len(maps), len(queries) + 1
+    figure = Figure(figsize=(panel_size * columns, panel_size * rows + (0.4 if title else 0)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for row, (method, method_maps) in enumerate(maps.items()):
+        method_maps = np.asarray(method_maps.detach().cpu() if isinstance(method_maps, Tensor) else method_maps)
+        method_maps = method_maps.reshape(len(queries), *method_maps.shape[-2:])
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_ylabel(method, fontsize=11)
+        axes[row, 0].set_title("input" if row == 0 else "", fontsize=10)
+        for column, query in enumerate(queries, start=1):
+            axes[row, column].imshow(image)
+            axes[row, column].imshow(_normalised(method_maps[column - 1]), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            axes[row, column].set_title(query if row == 0 else "", fontsize=10)
+        for axis in axes[row]:
+            axis.set_xticks([])
+            axis.set_yticks([])
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def save_overlay(path: Union[str, Path], *args, **kwargs) -> Path:
+    """:func:`overlay_figure` written to ``path`` (format from the suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overlay_figure(*args, **kwargs).savefig(path)
+    return path
+
+
+__all__ = ["overlay_figure", "save_overlay", "to_display_images"]
