@@ -12,7 +12,7 @@ from PIL import Image
 
 from .classifier import ZeroShotClassifier
 from .loading import load_clip
-from .methods import DISPLAY_NAMES, METHODS, build_method, maps_per_class
+from .methods import DISPLAY_NAMES, METHODS, build_method, maps_for_targets
 from .viz import save_overlay, to_display_images
 
 
@@ -31,25 +31,44 @@ def _open_image(path: str) -> Image.Image:
         raise SystemExit(f"captum-clip: cannot read image {path}: {error}")
 
 
+def render(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, queries: List[str], methods: List[str],
+           out: str, title: str) -> Path:
+    """Maps of every query with every method for one image ``(1, 3, H, W)``, written as an overlay figure."""
+    maps = {DISPLAY_NAMES[name]: maps_for_targets(build_method(name, classifier), image, queries).cpu()
+            for name in methods}
+    with torch.no_grad():
+        probabilities = classifier(image).softmax(-1)[0].cpu()
+    labels = [f"{query}\n(p={probabilities[classifier.class_index(query)]:.2f})"
+              if classifier.class_index(query) is not None else query for query in queries]
+    mean, std = bundle.image_mean_std
+    path = save_overlay(out, to_display_images(image, mean, std)[0], maps, labels, title=title)
+    print(f"wrote {path}")
+    return path
+
+
 def explain(args: argparse.Namespace) -> Path:
     """Explain one image for every query with every method and write the overlay figure."""
     if not args.text:
         raise SystemExit("captum-clip: give at least one query with --text.")
+    methods = _method_names(args.method or ["surgery"])
     bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
     image = bundle.preprocess(_open_image(args.image)).unsqueeze(0).to(bundle.device)
     classifier = ZeroShotClassifier(bundle, args.text)
-    maps = {}
-    for name in _method_names(args.method):
-        method = build_method(name, classifier)
-        maps[DISPLAY_NAMES[name]] = maps_per_class(method, image).cpu()
-    mean, std = bundle.image_mean_std
-    with torch.no_grad():
-        probabilities = classifier(image).softmax(-1)[0].cpu()
-    queries = [f"{text}\n(p={p:.2f})" for text, p in zip(args.text, probabilities.tolist())]
-    path = save_overlay(args.out, to_display_images(image, mean, std)[0], maps, queries,
-                        title=f"{Path(args.image).name} - {bundle.name}")
-    print(f"wrote {path}")
-    return path
+    return render(bundle, classifier, image, args.text, methods, args.out, f"{Path(args.image).name} - {bundle.name}")
+
+
+def demo(args: argparse.Namespace) -> Path:
+    """Explain a generated scene of two objects with the shipped scene model (no download needed)."""
+    from .datasets import generate_scene, single_object_classnames, to_tensor
+
+    methods = _method_names(args.method or ["surgery", "clip", "gradcam", "ig"])
+    bundle = load_clip("shapes", device=args.device)
+    scene = generate_scene(args.seed, image_size=bundle.model.visual.image_size[0], n_objects=2)
+    image = to_tensor(scene.image[None]).to(bundle.device)
+    # The whole colour x shape vocabulary is the label set, as in CLIP Surgery's multi-label mode.
+    classifier = ZeroShotClassifier(bundle, single_object_classnames())
+    return render(bundle, classifier, image, scene.objects, methods, args.out,
+                  f"scene {args.seed}: {scene.caption} - shipped 'shapes' model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,13 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
     explain_parser.set_defaults(run=explain)
+
+    demo_parser = commands.add_parser("demo", help="explain a generated scene with the shipped model, offline")
+    demo_parser.add_argument("--seed", type=int, default=7, help="scene seed")
+    demo_parser.add_argument("--method", action="append", default=[],
+                             help="methods to compare (default: surgery, clip, gradcam, ig)")
+    demo_parser.add_argument("--device", default=None)
+    demo_parser.add_argument("--out", default="demo.png")
+    demo_parser.set_defaults(run=demo)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "explain" and not args.method:
-        args.method = ["surgery"]
     args.run(args)
     return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Sequence
 
 from torch import Tensor
 from captum.attr import Attribution
@@ -37,12 +37,10 @@ def build_method(name: str, classifier: ZeroShotClassifier, **options) -> Attrib
     return METHODS[name](classifier, **options)
 
 
-def maps_per_class(method: Attribution, image: Tensor) -> Tensor:
-    """Maps of every class of the method's classifier for one image ``(1, 3, H, W)``: ``(K, H, W)``.
+def maps_for_targets(method: Attribution, image: Tensor, targets: Sequence) -> Tensor:
+    """One map per target for a single image ``(1, 3, H, W)``: ``(len(targets), H, W)``.
 
-    Forward-only methods do it in one pass; gradient methods batch the image once per class.
+    The image is batched once per target, so every method (forward-only or
+    gradient) answers all targets in one ``attribute`` call.
     """
-    if hasattr(method, "attribute_all"):
-        return method.attribute_all(image)[0]
-    n_classes = method.classifier.num_classes
-    return method.attribute(image.expand(n_classes, -1, -1, -1), target=list(range(n_classes)))[:, 0]
+    return method.attribute(image.expand(len(targets), -1, -1, -1), target=list(targets))[:, 0]
