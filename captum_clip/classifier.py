@@ -72,6 +72,8 @@ class ZeroShotClassifier(nn.Module):
             logit_scale = float(bundle.model.logit_scale.detach().exp()) if hasattr(bundle.model, "logit_scale") else 1.0
         self.logit_scale = logit_scale
         self.register_buffer("text_features", self.encode_text(classnames), persistent=False)
+        # Mirror the model's mode without calling .eval(), which would change the user's model.
+        self.training = bool(bundle.model.training)
 
     @property
     def num_classes(self) -> int:

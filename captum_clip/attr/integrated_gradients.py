@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from captum.attr import GradientAttribution, IntegratedGradients
 from captum.log import log_usage
 from torch import Tensor
