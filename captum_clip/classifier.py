@@ -29,7 +29,8 @@ class ZeroShotClassifier(nn.Module):
     Args:
         bundle: a :class:`~captum_clip.ClipBundle` from :func:`~captum_clip.load_clip`.
         classnames: the K class names (or free-text queries).
-        templates: prompt templates with one ``{}``; default: the 85 CLIP Surgery
+        templates: prompt templates with one ``{}``; default: the bundle's own templates
+            (the built-in ``"shapes"`` model's training prompts) or else the 85 CLIP Surgery
             templates. Pass ``["{}"]`` to embed the names as they are.
         logit_scale: multiplier of the cosine similarities; default: the model's
             learnt ``logit_scale.exp()``. Use 1.0 for plain cosines.
@@ -57,7 +58,9 @@ class ZeroShotClassifier(nn.Module):
             raise ValueError(f"classnames must be non-empty strings; got {classnames!r}.")
         if len(set(classnames)) != len(classnames):
             raise ValueError("classnames contains duplicates; each class needs a distinct name.")
-        templates = list(templates) if templates is not None else list(SURGERY_TEMPLATES)
+        if templates is None:
+            templates = bundle.templates or SURGERY_TEMPLATES
+        templates = list(templates)
         if not templates or not all("{}" in t for t in templates):
             raise ValueError("templates must be a non-empty list of strings that each contain '{}'.")
 

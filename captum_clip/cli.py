@@ -46,15 +46,58 @@ def render(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, queries:
     return path
 
 
+def _descriptor_bank(value: Optional[str]):
+    """``--descriptors``: None / "wordnet" (generated for the classes), "shapes" (scene-model bank) or a JSON file."""
+    from .mutual import load_descriptor_bank, scene_descriptor_bank
+
+    if value is None or value == "wordnet":
+        return None
+    if value == "shapes":
+        return scene_descriptor_bank()
+    try:
+        return load_descriptor_bank(value)
+    except ValueError as error:
+        raise SystemExit(f"captum-clip: {error}")
+
+
+def render_mutual(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, out: str, title: str,
+                  descriptors: Optional[str] = None) -> Path:
+    """The Mutual Knowledge concept figure of one image ``(1, 3, H, W)`` for its zero-shot prediction."""
+    from .mutual import save_concept_figure
+
+    method = build_method("mutual", classifier, descriptors=_descriptor_bank(descriptors))
+    explanation = method.explain(image)[0]
+    mean, std = bundle.image_mean_std
+    path = save_concept_figure(out, to_display_images(image, mean, std)[0], explanation,
+                               title=f"{title}\npredicted {explanation.target_name!r}: MI {explanation.mi:.2f}, "
+                                     f"AUC {explanation.auc:.2f}")
+    print(f"wrote {path}")
+    return path
+
+
 def explain(args: argparse.Namespace) -> Path:
-    """Explain one image for every query with every method and write the overlay figure."""
+    """Explain one image for every query with every method and write the overlay figure.
+
+    ``mutual`` explains the zero-shot prediction over the ``--text`` classes with its own concept figure: at
+    ``--out`` when it is the only method, otherwise beside the overlay as ``<out stem>_mutual<suffix>``.
+    """
     if not args.text:
         raise SystemExit("captum-clip: give at least one query with --text.")
     methods = _method_names(args.method or ["surgery"])
     bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
     image = bundle.preprocess(_open_image(args.image)).unsqueeze(0).to(bundle.device)
     classifier = ZeroShotClassifier(bundle, args.text)
-    return render(bundle, classifier, image, args.text, methods, args.out, f"{Path(args.image).name} - {bundle.name}")
+    title = f"{Path(args.image).name} - {bundle.name}"
+    overlay_methods = [name for name in methods if name != "mutual"]
+    path = None
+    if overlay_methods:
+        path = render(bundle, classifier, image, args.text, overlay_methods, args.out, title)
+    if "mutual" in methods:
+        out = Path(args.out)
+        if overlay_methods:
+            out = out.with_name(f"{out.stem}_mutual{out.suffix}")
+        path = render_mutual(bundle, classifier, image, str(out), title, args.descriptors)
+    return path
 
 
 def demo(args: argparse.Namespace) -> Path:
@@ -71,6 +114,31 @@ def demo(args: argparse.Namespace) -> Path:
                   f"scene {args.seed}: {scene.caption} - shipped 'shapes' model")
 
 
+def benchmark(args: argparse.Namespace) -> Path:
+    """Methods x metrics through Quantus on held-out generated scenes; writes markdown, CSV and a bar chart."""
+    from .datasets import single_object_classnames
+    from .metrics.benchmark import ALL_METRICS, DEFAULT_METHODS, run_benchmark, shapes_scenes, write_reports
+
+    if args.dataset != "shapes":
+        raise SystemExit(f"captum-clip: unknown dataset {args.dataset!r}; available: shapes.")
+    methods = [m.strip() for m in ",".join(args.methods or DEFAULT_METHODS).split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS and m != "random"]
+    if unknown:
+        raise SystemExit(f"captum-clip: unknown method {unknown[0]!r}; choose from {', '.join([*METHODS, 'random'])}.")
+    metrics = [m.strip() for m in ",".join(args.metrics or ALL_METRICS).split(",") if m.strip()]
+    bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
+    classifier = ZeroShotClassifier(bundle, single_object_classnames())
+    data = shapes_scenes(classifier, args.n, seed=args.seed)
+    rows = run_benchmark(classifier, data, methods, metrics, device=str(bundle.device), batch_size=args.batch_size,
+                         mprt_samples=args.mprt_samples, ig_steps=args.ig_steps)
+    title = (f"{args.n} held-out scenes (seeds {args.seed}..{args.seed + args.n - 1}), model {bundle.name}, "
+             f"query = first object; MPRT on {min(args.mprt_samples, args.n)} scenes; mean ± standard error")
+    paths = write_reports(rows, args.out_dir, title)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return paths["md"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="captum-clip", description="Explain CLIP models with Captum-native methods.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
     explain_parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
+    explain_parser.add_argument("--descriptors", default=None,
+                                help="mutual only: descriptor bank, a {class: [descriptors]} JSON file, 'shapes' "
+                                     "(the scene model's bank) or 'wordnet' (default: generated from WordNet)")
     explain_parser.set_defaults(run=explain)
 
     demo_parser = commands.add_parser("demo", help="explain a generated scene with the shipped model, offline")
@@ -93,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--device", default=None)
     demo_parser.add_argument("--out", default="demo.png")
     demo_parser.set_defaults(run=demo)
+
+    from .datasets.evaluate import HELD_OUT_SEED_START
+
+    bench = commands.add_parser("benchmark", help="methods x Quantus metrics on scenes with ground-truth masks")
+    bench.add_argument("--dataset", default="shapes", help="scene source (shapes: procedural scenes)")
+    bench.add_argument("--methods", action="append", default=[], help="comma-separated; default: all + random")
+    bench.add_argument("--metrics", action="append", default=[], help="comma-separated Quantus metric names")
+    bench.add_argument("--n", type=int, default=200, help="number of held-out scenes")
+    bench.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed")
+    bench.add_argument("--model", default="shapes")
+    bench.add_argument("--pretrained", default=None)
+    bench.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    bench.add_argument("--batch-size", type=int, default=50)
+    bench.add_argument("--mprt-samples", type=int, default=16, help="scenes for the (costly) MPRT check")
+    bench.add_argument("--ig-steps", type=int, default=50)
+    bench.add_argument("--out-dir", default="benchmark_results")
+    bench.set_defaults(run=benchmark)
     return parser
 
 

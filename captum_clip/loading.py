@@ -19,6 +19,11 @@ BUILTIN_MODELS = {
     "shapes": (ASSETS / "shapes.json", ASSETS / "shapes.safetensors"),
 }
 
+#: Prompt templates a built-in model was trained with (others use CLIP Surgery's 85).
+BUILTIN_TEMPLATES = {
+    "shapes": ("a photo of a {}.", "a {}."),
+}
+
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -36,6 +41,8 @@ class ClipBundle:
         tokenizer: list of strings -> ``(n, context_length)`` token ids.
         name: the model name or config path it was loaded from.
         pretrained: the tag or checkpoint path of its weights, or None for random weights.
+        templates: default prompt templates for classifiers of this model (None: CLIP
+            Surgery's 85-template ensemble).
     """
 
     model: nn.Module
@@ -43,6 +50,7 @@ class ClipBundle:
     tokenizer: Callable
     name: str
     pretrained: Optional[str] = None
+    templates: Optional[Tuple[str, ...]] = None
 
     @property
     def device(self) -> torch.device:
@@ -167,4 +175,5 @@ def load_clip(
     model = model.eval()
     if device is not None:
         model = model.to(device)
-    return ClipBundle(model=model, preprocess=preprocess, tokenizer=tokenizer, name=name, pretrained=pretrained)
+    return ClipBundle(model=model, preprocess=preprocess, tokenizer=tokenizer, name=name, pretrained=pretrained,
+                      templates=BUILTIN_TEMPLATES.get(name))

@@ -1,0 +1,109 @@
+"""Cost of each method relative to one vanilla ``encode_image`` forward, measured in one run.
+
+ViT-B-16 with random weights (no download needed), 224 px, B=8 images, K=80 classes.
+Text embeddings are computed once when the classifier is built and are not timed.
+
+    python benchmarks/bench_surgery.py [--repeats 3] [--devices cpu,cuda] [--out benchmarks/results_surgery.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+
+from captum_clip import CLIPGradCAM, CLIPIntegratedGradients, ClipBundle, RawCLIPSimilarity, SurgeryCAM, ZeroShotClassifier
+
+
+def _clock(function, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def paired(function, reference, repeats: int, device: torch.device):
+    """Median seconds of ``function`` and median of its ratio to ``reference`` timed right beside it.
+
+    Pairing each run with a reference run keeps the ratio honest when other work
+    shares the machine and the absolute speed drifts.
+    """
+    seconds, ratios = [], []
+    for _ in range(repeats):
+        base = _clock(reference, device)
+        took = _clock(function, device)
+        seconds.append(took)
+        ratios.append(took / base)
+    return statistics.median(seconds), statistics.median(ratios)
+
+
+def run(device: torch.device, repeats: int, batch: int, classes: int) -> list:
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16").eval().to(device)
+    bundle = ClipBundle(model=model, preprocess=None, tokenizer=open_clip.get_tokenizer("ViT-B-16"), name="ViT-B-16")
+    # One template keeps the untimed set-up short on CPU; the timed work does not depend on it.
+    classifier = ZeroShotClassifier(bundle, [f"class {i}" for i in range(classes)], templates=["a photo of a {}."])
+    images = torch.randn(batch, 3, 224, 224, device=device)
+    surgery, raw, gradcam, ig = SurgeryCAM(classifier), RawCLIPSimilarity(classifier), CLIPGradCAM(classifier), \
+        CLIPIntegratedGradients(classifier)
+
+    def vanilla():
+        with torch.no_grad():
+            model.encode_image(images)
+
+    rows = [
+        ("vanilla encode_image", f"B={batch}", vanilla),
+        ("SurgeryCAM (label set, predicted class)", f"B={batch}, K={classes}", lambda: surgery.attribute(images)),
+        ("SurgeryCAM, all K maps", f"B={batch}, K={classes}", lambda: surgery.attribute_all(images)),
+        ("raw CLIP similarity", f"B={batch}, K={classes}", lambda: raw.attribute(images)),
+        ("Grad-CAM, 10 targets", f"B={batch}, 10 calls", lambda: [gradcam.attribute(images, target=k) for k in range(10)]),
+        ("Integrated Gradients, n_steps=50", "1 image", lambda: ig.attribute(images[:1], target=0, n_steps=50,
+                                                                           internal_batch_size=batch)),
+    ]
+    for function in (vanilla, rows[1][2], rows[3][2]):
+        function()  # warm-up
+    # Grad-CAM and IG are many passes each already: one paired run is enough.
+    results = []
+    for name, setting, function in rows:
+        repeats_here = 1 if name.startswith(("Grad-CAM", "Integrated")) else repeats
+        seconds, ratio = paired(function, vanilla, repeats_here, device)
+        results.append((name, setting, seconds, ratio))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=80)
+    parser.add_argument("--devices", default="cpu,cuda")
+    parser.add_argument("--out", default=None, help="also write the markdown table here")
+    args = parser.parse_args()
+
+    lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} threads", ""]
+    for name in args.devices.split(","):
+        if name == "cuda" and not torch.cuda.is_available():
+            continue
+        device = torch.device(name)
+        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        lines += [f"### {label}", "", "| method | setting | seconds | × vanilla forward (median of paired runs) |", "|---|---|---:|---:|"]
+        for method, setting, seconds, ratio in run(device, args.repeats, args.batch, args.classes):
+            lines.append(f"| {method} | {setting} | {seconds:.3f} | {ratio:.2f} |")
+        lines.append("")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
