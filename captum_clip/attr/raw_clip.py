@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
+import torch
 from captum.log import log_usage
 from torch import Tensor
 
@@ -32,6 +33,18 @@ class RawCLIPSimilarity(TokenSimilarityAttribution):
 
     def _text_scores(self, tokens: Tensor, texts: Sequence[str]) -> Tensor:
         return tokens @ self.classifier.encode_text(texts).T
+
+    def dense_tokens(self, inputs: Tensor) -> Tensor:
+        """Raw CLIP dense image tokens ``(N, 1+L, E)``, not normalised (token 0 = CLS / mean token)."""
+        images, _, _ = self._prepare(inputs)
+        with torch.no_grad():
+            return self.tower.dense_tokens(images).float()
+
+    def similarity(self, inputs: Tensor) -> Tensor:
+        """Cosine of every token with every class embedding, ``(N, 1+L, K)``."""
+        images, _, _ = self._prepare(inputs)
+        with torch.no_grad():
+            return self._class_scores(self._tokens(images)[0])
 
     @log_usage()
     def attribute(self, inputs: Tensor, target: TargetLike = None, interpolate: bool = True) -> Tensor:

@@ -113,6 +113,16 @@ class SurgeryCAM(TokenSimilarityAttribution):
                 f"redundancy='empty' for free-text queries (or combine queries with '{COMBINE}')."
             )
 
+    def surgery_tokens(self, inputs: Tensor) -> Tensor:
+        """Raw CLIP Surgery image tokens ``(N, 1+L, E)``, not normalised.
+
+        ViT: CLS from the original path, patches from the v-v path, all through
+        ``ln_post`` and ``proj``; ResNet: the v-v attention-pool output of every token.
+        """
+        images, _, _ = self._prepare(inputs)
+        with torch.no_grad():
+            return self.tower.surgery_tokens(images)[0].float()
+
     def surgery_similarity(self, inputs: Tensor) -> Tensor:
         """Per-token feature-surgery scores of all classes, ``(N, 1+L, K)`` (token 0 = CLS)."""
         images, _, _ = self._prepare(inputs)
