@@ -131,8 +131,9 @@ def benchmark(args: argparse.Namespace) -> Path:
     data = shapes_scenes(classifier, args.n, seed=args.seed)
     rows = run_benchmark(classifier, data, methods, metrics, device=str(bundle.device), batch_size=args.batch_size,
                          mprt_samples=args.mprt_samples, ig_steps=args.ig_steps)
+    mprt = f"MPRT on {min(args.mprt_samples, args.n)} scenes; " if "MPRT" in metrics else ""
     title = (f"{args.n} held-out scenes (seeds {args.seed}..{args.seed + args.n - 1}), model {bundle.name}, "
-             f"query = first object; MPRT on {min(args.mprt_samples, args.n)} scenes; mean ± standard error")
+             f"query = first object; {mprt}mean ± standard error")
     paths = write_reports(rows, args.out_dir, title)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
