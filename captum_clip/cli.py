@@ -46,16 +46,19 @@ def render(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, queries:
     return path
 
 
-def _descriptor_bank(value: Optional[str]):
-    """``--descriptors``: None / "wordnet" (generated for the classes), "shapes" (scene-model bank) or a JSON file."""
-    from .mutual import load_descriptor_bank, scene_descriptor_bank
+def _mutual_options(value: Optional[str], classifier: ZeroShotClassifier) -> dict:
+    """``--descriptors``: None (the registry's default), "wordnet", "shapes" or a ``{class: [descriptors]}`` JSON."""
+    from .mutual import load_descriptor_bank, scene_descriptor_bank, wordnet_descriptor_bank
 
-    if value is None or value == "wordnet":
-        return None
+    if value is None:
+        return {}
+    if value == "wordnet":
+        return {"descriptors": wordnet_descriptor_bank(classifier.classnames)}
     if value == "shapes":
-        return scene_descriptor_bank()
+        # u = the 8 descriptors a class has in the scene bank (u = 50 would make all 48 "mutual").
+        return {"descriptors": scene_descriptor_bank(), "u": 8}
     try:
-        return load_descriptor_bank(value)
+        return {"descriptors": load_descriptor_bank(value)}
     except ValueError as error:
         raise SystemExit(f"captum-clip: {error}")
 
@@ -65,7 +68,7 @@ def render_mutual(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, o
     """The Mutual Knowledge concept figure of one image ``(1, 3, H, W)`` for its zero-shot prediction."""
     from .mutual import save_concept_figure
 
-    method = build_method("mutual", classifier, descriptors=_descriptor_bank(descriptors))
+    method = build_method("mutual", classifier, **_mutual_options(descriptors, classifier))
     explanation = method.explain(image)[0]
     mean, std = bundle.image_mean_std
     path = save_concept_figure(out, to_display_images(image, mean, std)[0], explanation,
@@ -155,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
     explain_parser.add_argument("--descriptors", default=None,
                                 help="mutual only: descriptor bank, a {class: [descriptors]} JSON file, 'shapes' "
-                                     "(the scene model's bank) or 'wordnet' (default: generated from WordNet)")
+                                     "(the scene model's bank) or 'wordnet' (generated from WordNet for the --text "
+                                     "classes); default: 'shapes' for the shapes model, else 'wordnet'")
     explain_parser.set_defaults(run=explain)
 
     demo_parser = commands.add_parser("demo", help="explain a generated scene with the shipped model, offline")

@@ -9,6 +9,7 @@ from captum.attr import Attribution
 
 from .attr import CLIPGradCAM, CLIPIntegratedGradients, RawCLIPSimilarity, SurgeryCAM
 from .classifier import ZeroShotClassifier
+from .mutual import MutualConceptAttribution
 
 
 def _surgery(classifier: ZeroShotClassifier, redundancy: str = "auto", **options) -> SurgeryCAM:
@@ -18,16 +19,29 @@ def _surgery(classifier: ZeroShotClassifier, redundancy: str = "auto", **options
     return SurgeryCAM(classifier, redundancy=redundancy, **options)
 
 
+def _mutual(classifier: ZeroShotClassifier, descriptors=None, **options) -> MutualConceptAttribution:
+    # descriptors=None: the bank generated from WordNet for the classifier's class names, except for the shipped
+    # scene model, which only knows colour and shape words: it gets the scene bank, with u = a class's share of it.
+    if descriptors is None and classifier.bundle.name == "shapes":
+        from .mutual import scene_descriptor_bank
+
+        descriptors = scene_descriptor_bank()
+        options = {"u": 8, **options}
+    return MutualConceptAttribution(classifier, descriptors, **options)
+
+
 #: name -> factory(classifier, **options)
 METHODS: Dict[str, Callable[..., Attribution]] = {
     "surgery": _surgery,
     "clip": RawCLIPSimilarity,
     "gradcam": CLIPGradCAM,
     "ig": CLIPIntegratedGradients,
+    "mutual": _mutual,
 }
 
 #: Human-readable names for tables and figures.
-DISPLAY_NAMES = {"surgery": "CLIP Surgery", "clip": "raw CLIP", "gradcam": "Grad-CAM", "ig": "Integrated Gradients"}
+DISPLAY_NAMES = {"surgery": "CLIP Surgery", "clip": "raw CLIP", "gradcam": "Grad-CAM", "ig": "Integrated Gradients",
+                 "mutual": "Mutual Knowledge"}
 
 
 def build_method(name: str, classifier: ZeroShotClassifier, **options) -> Attribution:

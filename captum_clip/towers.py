@@ -133,6 +133,30 @@ class VisionTower:
         """
         raise NotImplementedError
 
+    #: Facets :meth:`last_block_features` can return.
+    FEATURE_FACETS = ("tokens", "keys")
+
+    def last_block_features(self, images: Tensor, facet: str = "tokens") -> Tuple[Tensor, Tensor]:
+        """Features of the last stage, one row per token, and the pooled embedding of the same pass.
+
+        Mutual Knowledge decomposes these features into foreground and parts.
+
+        Args:
+            images: normalised images ``(B, 3, H, W)``.
+            facet: ``"tokens"`` (the last stage's output, before any output head) or ``"keys"`` (the
+                attention keys the final attention computes, without the key bias).
+
+        Returns:
+            ``(features, pooled)``: features ``(B, 1 + gh*gw, C)`` with token 0 the CLS / mean token, and the
+            vanilla pooled embedding ``(B, E)`` (not normalised).
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def _check_facet(cls, facet: str) -> None:
+        if facet not in cls.FEATURE_FACETS:
+            raise ValueError(f"facet must be one of {cls.FEATURE_FACETS}; got {facet!r}.")
+
     # -- Grad-CAM ---------------------------------------------------------------------
     @property
     def gradcam_layer(self) -> nn.Module:
@@ -248,6 +272,29 @@ class ViTTower(VisionTower):
         tokens = self.head(torch.cat([original[:, :1], new[:, 1:]], dim=1))
         return tokens, tokens[:, 0]
 
+    def last_block_features(self, images: Tensor, facet: str = "tokens") -> Tuple[Tensor, Tensor]:
+        """Last-block features of every token and the pooled embedding, from one pass.
+
+        ``"tokens"``: the last block's output before ``ln_post``. ``"keys"``: ``ln_1(x) W_k^T`` of the last
+        block's input x, with W_k the key rows of ``in_proj_weight`` and no ``in_proj_bias`` (as the Mutual
+        Knowledge reference recomputes them). open_clip 3.x is batch-first, so no LND permutes are needed.
+
+        Returns:
+            ``(features, pooled)``: ``(B, 1 + gh*gw, width)`` and ``(B, E)``.
+        """
+        self._check_facet(facet)
+        x = self.embed(images)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        last = self.blocks[-1]
+        keys = None
+        if facet == "keys":
+            width = x.shape[-1]
+            keys = F.linear(last.ln_1(x), last.attn.in_proj_weight[width:2 * width])
+        x = last(x)
+        pooled = self.head(x[:, 0])
+        return (x if keys is None else keys), pooled
+
     @property
     def gradcam_layer(self) -> nn.Module:
         # The last block's *output* gives all-zero patch gradients (only CLS is pooled);
@@ -327,6 +374,26 @@ class ResNetTower(VisionTower):
         tokens = self._attend(qkv.v, qkv.v, qkv.v)
         pooled = self._attend(qkv.q[:, :, :1], qkv.k, qkv.v)[:, 0]
         return tokens, pooled
+
+    def last_block_features(self, images: Tensor, facet: str = "tokens") -> Tuple[Tensor, Tensor]:
+        """layer4 features of every cell and the pooled embedding, from one pass.
+
+        ``"tokens"``: the layer4 map before the attention pool (the last spatial map before pooling), as
+        rows, with the cells' mean as token 0. ``"keys"``: the attention pool's keys ``k_proj(x)`` of its
+        input tokens (mean token + cells + positions), without the key bias, mirroring the ViT keys.
+
+        Returns:
+            ``(features, pooled)``: ``(B, 1 + h*w, C)`` and ``(B, E)``.
+        """
+        self._check_facet(facet)
+        features = self.features(images)
+        tokens = self.pool_tokens(features)
+        qkv = self.qkv(tokens)
+        pooled = self._attend(qkv.q[:, :, :1], qkv.k, qkv.v)[:, 0]
+        if facet == "keys":
+            return F.linear(tokens, self.pool.k_proj.weight), pooled
+        cells = features.flatten(2).transpose(1, 2)
+        return torch.cat([cells.mean(dim=1, keepdim=True), cells], dim=1), pooled
 
     @property
     def gradcam_layer(self) -> nn.Module:

@@ -23,6 +23,7 @@ __all__ = [
     "ProminentScores",
     "ComponentCleanup",
     "ProminentPatches",
+    "ProminentProjection",
     "as_patch_tokens",
     "apply_sign_rule",
     "minmax_scale",
@@ -30,6 +31,8 @@ __all__ = [
     "threshold_candidates",
     "keep_largest_components",
     "prominent_patches",
+    "fit_prominent_projection",
+    "project_prominent_scores",
     "upsample_patch_map",
 ]
 
@@ -90,6 +93,34 @@ class ProminentPatches(NamedTuple):
         return self.cleanup.mask
 
 
+class ProminentProjection(NamedTuple):
+    """The foreground decomposition fitted on one set of patches, as a projection applicable to any patches.
+
+    Scores of new rows are ``prep(x) @ axes`` (then min-max scaled with the fitted set's range when ``minmax``),
+    where ``prep`` L2-normalises (``"svd"``) or subtracts ``mean`` (``"pca"``). The axes already carry the
+    canonical signs and the sign-rule flips decided on the fitted set, so a fitted row projects to the score
+    :func:`prominent_patch_scores` gives it.
+
+    Attributes:
+        method: ``"svd"`` or ``"pca"``.
+        mean: (C,) centring vector in the compute dtype (zeros for ``"svd"``).
+        axes: (C, K) projection in the compute dtype (right singular vectors / sigma for ``"svd"``, PCA axes for
+            ``"pca"``).
+        minmax_low: (K,) float32 per-column minimum on the fitted set, or None without min-max scaling.
+        minmax_scale: (K,) float32 1 / per-column range on the fitted set, or None.
+        singular_values: (K,) float32.
+        foreground_component: the column thresholded for the foreground (1 for ``"svd"``, 0 for ``"pca"``).
+    """
+
+    method: str
+    mean: Tensor
+    axes: Tensor
+    minmax_low: Tensor | None
+    minmax_scale: Tensor | None
+    singular_values: Tensor
+    foreground_component: int
+
+
 def as_patch_tokens(features: Tensor, grid_hw: tuple[int, int] | None = None) -> tuple[Tensor, tuple[int, int]]:
     """Bring patch features to the (B, N, C) token layout.
 
@@ -129,9 +160,13 @@ def apply_sign_rule(u: Tensor) -> Tensor:
     Returns:
         (R, K) scores with the selected columns negated.
     """
+    return torch.where(_sign_rule_flips(u), -u, u)
+
+
+def _sign_rule_flips(u: Tensor) -> Tensor:
+    """(K,) bool: the columns of (R, K) scores the reference's sign rule negates."""
     frac = (u > 0).to(torch.float64).mean(dim=0)
-    flip = (frac > 0.5) & (frac < 1.0)
-    return torch.where(flip, -u, u)
+    return (frac > 0.5) & (frac < 1.0)
 
 
 def minmax_scale(x: Tensor) -> Tensor:
@@ -146,10 +181,18 @@ def minmax_scale(x: Tensor) -> Tensor:
     Returns:
         (R, K), same dtype.
     """
+    lo, scale = _minmax_parameters(x)
+    return _apply_minmax(x, lo, scale)
+
+
+def _minmax_parameters(x: Tensor) -> tuple[Tensor, Tensor]:
     lo = x.amin(dim=0)
     rng = x.amax(dim=0) - lo
     rng = torch.where(rng == 0, torch.ones_like(rng), rng)
-    scale = 1.0 / rng
+    return lo, 1.0 / rng
+
+
+def _apply_minmax(x: Tensor, lo: Tensor, scale: Tensor) -> Tensor:
     return (x * scale + (-lo * scale)).clamp(0.0, 1.0)
 
 
@@ -207,25 +250,98 @@ def prominent_patch_scores(
     Returns:
         :class:`ProminentScores` with scores (B*N, K).
     """
+    dec = _decompose(features, method, n_components, compute_dtype)
+    # The reference applies the sign rule (and the scaler) in float32, after the decomposition.
+    scores = apply_sign_rule(dec.scores.to(torch.float32))
+    if minmax:
+        scores = minmax_scale(scores)
+    return ProminentScores(scores, dec.singular_values.to(torch.float32), dec.component)
+
+
+class _Decomposition(NamedTuple):
+    scores: Tensor  # (R, K) compute dtype, canonical signs, before the sign rule
+    singular_values: Tensor
+    axes: Tensor  # (C, K) with canonical signs; scores = prep(x) @ axes (up to rounding)
+    mean: Tensor
+    component: int
+
+
+def _prepare_rows(features: Tensor, method: str, compute_dtype: torch.dtype) -> Tensor:
     tokens = as_patch_tokens(features)[0] if features.dim() == 4 else features
     flat = tokens.reshape(-1, tokens.shape[-1]).to(compute_dtype)
     if method == "svd":
-        flat = F.normalize(flat, p=2, dim=-1)
-        component = 1
-    elif method == "pca":
-        flat = flat - flat.mean(dim=0, keepdim=True)
-        component = 0
+        return F.normalize(flat, p=2, dim=-1)
+    if method == "pca":
+        return flat
+    raise ValueError(f"unknown foreground method {method!r}; use 'svd' or 'pca'")
+
+
+def _decompose(features: Tensor, method: str, n_components: int, compute_dtype: torch.dtype) -> _Decomposition:
+    flat = _prepare_rows(features, method, compute_dtype)
+    if method == "pca":
+        mean = flat.mean(dim=0)
+        flat = flat - mean
     else:
-        raise ValueError(f"unknown foreground method {method!r}; use 'svd' or 'pca'")
+        mean = torch.zeros(flat.shape[-1], dtype=flat.dtype, device=flat.device)
     u, s, vh = _leading_svd(flat, n_components)
     if method == "pca":
         u = u * s  # PCA scores
-    scores = u * _canonical_column_signs(vh)
-    # The reference applies the sign rule (and the scaler) in float32, after the decomposition.
-    scores = apply_sign_rule(scores.to(torch.float32))
+    signs = _canonical_column_signs(vh)
+    axes = vh.T * signs
+    if method == "svd":
+        # u = x v / s; a zero singular value means a constant column, whose axis projects to 0 anyway.
+        axes = axes / torch.where(s > 0, s, torch.ones_like(s))
+    return _Decomposition(u * signs, s, axes, mean, 1 if method == "svd" else 0)
+
+
+def fit_prominent_projection(
+    features: Tensor,
+    method: str = "svd",
+    n_components: int = 3,
+    minmax: bool = False,
+    compute_dtype: torch.dtype = torch.float64,
+) -> ProminentProjection:
+    """Fit the foreground decomposition on a set of patches (e.g. a class-sized reference batch).
+
+    The fit is the one of :func:`prominent_patch_scores`: the sign rule and the min-max range are decided on
+    these rows, and :func:`project_prominent_scores` applies them unchanged to other rows.
+
+    Args:
+        features: (B, N, C) tokens or (B, C, h, w) maps of the fitting set.
+        method, n_components, minmax, compute_dtype: as in :func:`prominent_patch_scores`.
+
+    Returns:
+        :class:`ProminentProjection`.
+    """
+    dec = _decompose(features, method, n_components, compute_dtype)
+    flips = _sign_rule_flips(dec.scores.to(torch.float32))
+    signs = torch.where(flips, -1.0, 1.0).to(dec.axes)
+    lo = scale = None
     if minmax:
-        scores = minmax_scale(scores)
-    return ProminentScores(scores, s.to(torch.float32), component)
+        lo, scale = _minmax_parameters(torch.where(flips, -1.0, 1.0) * dec.scores.to(torch.float32))
+    return ProminentProjection(method, dec.mean, dec.axes * signs, lo, scale,
+                               dec.singular_values.to(torch.float32), dec.component)
+
+
+def project_prominent_scores(projection: ProminentProjection, features: Tensor) -> Tensor:
+    """Scores of any patches under a fitted :class:`ProminentProjection`.
+
+    Args:
+        projection: from :func:`fit_prominent_projection`.
+        features: (B, N, C) tokens or (B, C, h, w) maps with the fitted set's C.
+
+    Returns:
+        (B*N, K) float32 scores (min-max scaled, and clipped to [0, 1], when the projection was fitted so).
+    """
+    flat = _prepare_rows(features, projection.method, projection.axes.dtype)
+    if flat.shape[-1] != projection.axes.shape[0]:
+        raise ValueError(f"features have {flat.shape[-1]} channels; the projection was fitted on "
+                         f"{projection.axes.shape[0]}")
+    scores = ((flat - projection.mean.to(flat.device)) @ projection.axes.to(flat.device)).to(torch.float32)
+    if projection.minmax_low is not None:
+        scores = _apply_minmax(scores, projection.minmax_low.to(scores.device),
+                               projection.minmax_scale.to(scores.device))
+    return scores
 
 
 def threshold_candidates(values: Tensor, threshold: float = 0.0) -> Tensor:
@@ -306,6 +422,7 @@ def prominent_patches(
     n_components: int = 3,
     min_second_size: int = 5,
     compute_dtype: torch.dtype = torch.float64,
+    projection: ProminentProjection | None = None,
 ) -> ProminentPatches:
     """Foreground (prominent) patches of a batch: joint decomposition, threshold, per-image component cleanup.
 
@@ -319,16 +436,24 @@ def prominent_patches(
         n_components: decomposition columns kept (3 in the reference; only one is used).
         min_second_size: size from which the second component is added (5).
         compute_dtype: dtype of the decomposition.
+        projection: a decomposition fitted elsewhere (:func:`fit_prominent_projection`, e.g. on a reference
+            batch) to apply to ``features`` instead of decomposing them; ``method``, ``n_components``,
+            ``threshold_by_negative`` and ``compute_dtype`` then come from its fit.
 
     Returns:
         :class:`ProminentPatches`; ``.mask`` is the (B, h, w) bool foreground, all False for an image without
         candidates (documented guard, see :func:`keep_largest_components`).
     """
     tokens, (h, w) = as_patch_tokens(features, grid_hw)
-    dec = prominent_patch_scores(
-        tokens, method=method, n_components=n_components, minmax=not threshold_by_negative,
-        compute_dtype=compute_dtype,
-    )
+    if projection is None:
+        dec = prominent_patch_scores(
+            tokens, method=method, n_components=n_components, minmax=not threshold_by_negative,
+            compute_dtype=compute_dtype,
+        )
+    else:
+        dec = ProminentScores(project_prominent_scores(projection, tokens), projection.singular_values,
+                              projection.foreground_component)
+        threshold_by_negative = projection.minmax_low is None
     b = tokens.shape[0]
     if dec.foreground_component >= dec.scores.shape[1]:
         raise ValueError("too few patches/channels for the foreground component")

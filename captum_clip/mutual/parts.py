@@ -27,6 +27,9 @@ from .foreground import as_patch_tokens, upsample_patch_map
 __all__ = [
     "REFERENCE_PART_COLOURS",
     "PartSegmentation",
+    "PartModel",
+    "fit_part_model",
+    "assign_parts",
     "pca_parts",
     "kmeans_parts",
     "concept_visit_order",
@@ -96,13 +99,157 @@ def _assemble(label_rows: np.ndarray, fg_index: np.ndarray, bhw: tuple, n_parts:
     )
 
 
-def _tiny_foreground(rows, fg_index, bhw, n_parts, c, device) -> PartSegmentation:
-    # < 2 foreground rows: nothing to decompose; the lone patch (if any) is part 0.
-    n = rows.shape[0]
-    scores = np.zeros((n, n_parts), dtype=np.float32)
-    scores[:, 0] = 1.0
-    return _assemble(np.zeros(n, dtype=np.int64), fg_index, bhw, n_parts, device, scores,
-                     np.zeros((n_parts, c)), rows.mean(0) if n else np.zeros(c), np.zeros(n_parts))
+class PartModel(NamedTuple):
+    """Parts fitted on the foreground patches of one set of images, applicable to the patches of any image.
+
+    Fitting on a class-sized batch and assigning the patches of one image reproduces that image's labels in the
+    joint fit, which is how one image can be explained "as part of" its class (the paper fits 50 images).
+
+    Attributes:
+        method: ``"pca"`` or ``"kmeans"``.
+        n_parts: L.
+        estimator: the fitted scikit-learn ``PCA`` / ``KMeans``; None when fewer than 2 foreground rows were
+            given (every foreground patch is then part 0).
+        signs: (k,) PCA axis signs (scikit-learn >= 1.5 convention); ones for k-means.
+        scale_low, scale: (k,) ``MinMaxScaler`` parameters of the PCA scores on the fitted rows (unused for
+            k-means).
+        dtype: numpy dtype the rows are cast to before ``transform``.
+        components: (L, C) PCA axes (signed) or k-means centres, zero padded.
+        mean: (C,) PCA mean (mean of the fitted rows when there are too few; zeros for k-means).
+        explained_variance: (L,) PCA explained variance (k-means: cluster sizes).
+    """
+
+    method: str
+    n_parts: int
+    estimator: object
+    signs: np.ndarray
+    scale_low: np.ndarray
+    scale: np.ndarray
+    dtype: type
+    components: np.ndarray
+    mean: np.ndarray
+    explained_variance: np.ndarray
+
+
+def fit_part_model(
+    features: Tensor,
+    fg_mask: Tensor,
+    method: str = "pca",
+    n_parts: int = 5,
+    grid_hw: tuple[int, int] | None = None,
+    *,
+    svd_solver: str = "covariance_eigh",
+    dtype: type = np.float64,
+    random_state: int | None = 0,
+    n_init: int = 1,
+    init: str = "random",
+    max_iter: int = 500,
+) -> PartModel:
+    """Fit PCA or k-means parts on the foreground patches of all images of ``features`` jointly.
+
+    See :func:`pca_parts` and :func:`kmeans_parts` for the two methods and their deviations from the reference.
+
+    Args:
+        features: (B, N, C) tokens or (B, C, h, w) maps of the fitting set.
+        fg_mask: (B, h, w) bool foreground of the fitting set.
+        method: ``"pca"`` or ``"kmeans"``.
+        n_parts: L.
+        grid_hw: (h, w) when ``features`` is (B, N, C); defaults to ``fg_mask``'s grid.
+        svd_solver, dtype: PCA only (see :func:`pca_parts`).
+        random_state: PCA (randomized solvers) and k-means seed.
+        n_init, init, max_iter: k-means only (see :func:`kmeans_parts`).
+
+    Returns:
+        :class:`PartModel`.
+    """
+    if method not in ("pca", "kmeans"):
+        raise ValueError(f"unknown part method {method!r}; use 'pca' or 'kmeans'")
+    if n_parts < 1:
+        raise ValueError(f"n_parts must be >= 1, got {n_parts}")
+    rows, _, _, c = _foreground_rows(features, fg_mask, grid_hw)
+    if rows.shape[0] < 2:
+        # Nothing to decompose; a lone patch (if any) is part 0.
+        mean = rows.mean(0) if rows.shape[0] else np.zeros(c)
+        return PartModel(method, n_parts, None, np.ones(0), np.zeros(0), np.ones(0), dtype,
+                         np.zeros((n_parts, c)), mean, np.zeros(n_parts))
+    if method == "kmeans":
+        rows = F.normalize(torch.from_numpy(rows), p=2, dim=-1).numpy()
+        k = min(n_parts, rows.shape[0])
+        km = KMeans(n_clusters=k, init=init, n_init=n_init, max_iter=max_iter, random_state=random_state)
+        with warnings.catch_warnings():
+            # Duplicate rows can leave fewer distinct clusters than requested; fewer parts is documented.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            km.fit(rows)
+        pad = n_parts - k
+        sizes = np.bincount(km.labels_, minlength=n_parts).astype(np.float32)
+        return PartModel(method, n_parts, km, np.ones(k), np.zeros(k), np.ones(k), np.float32,
+                         np.pad(km.cluster_centers_, ((0, pad), (0, 0))), np.zeros(c), sizes)
+
+    k = min(n_parts, rows.shape[0], c)
+    rows = rows.astype(dtype, copy=False)
+    pca = PCA(n_components=k, svd_solver=svd_solver, random_state=random_state)
+    with warnings.catch_warnings():
+        # Zero total variance (identical foreground features) only makes sklearn's variance *ratio* 0/0; the
+        # scores are then all 0 and every patch is part 0, which is the documented outcome.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pca.fit(rows)
+    comps = pca.components_
+    idx = np.abs(comps).argmax(axis=1)
+    sign = np.sign(comps[np.arange(k), idx])
+    sign[sign == 0] = 1
+    # fit then transform, as the reference does (fit_transform would return U*S, which rounds differently).
+    proj = pca.transform(rows) * sign[None, :].astype(rows.dtype)
+    # MinMaxScaler(clip=True) fitted on the same rows, in its own arithmetic (x * scale + min_).
+    lo = proj.min(axis=0)
+    rng = proj.max(axis=0) - lo
+    rng[rng == 0] = 1
+    scale = (1.0 / rng).astype(proj.dtype)
+    pad = n_parts - k
+    return PartModel(method, n_parts, pca, sign, lo, scale, dtype, np.pad(comps * sign[:, None], ((0, pad), (0, 0))),
+                     pca.mean_, np.pad(pca.explained_variance_, (0, pad)))
+
+
+def assign_parts(
+    model: PartModel, features: Tensor, fg_mask: Tensor, grid_hw: tuple[int, int] | None = None
+) -> PartSegmentation:
+    """Label the foreground patches of ``features`` with the parts of a fitted :class:`PartModel`.
+
+    PCA: project, apply the fitted min-max scaler (``clip=True``), argmax. K-means: nearest centre in the
+    L2-normalised space.
+
+    Args:
+        model: from :func:`fit_part_model`.
+        features: (B, N, C) tokens or (B, C, h, w) maps.
+        fg_mask: (B, h, w) bool foreground.
+        grid_hw: (h, w) when ``features`` is (B, N, C); defaults to ``fg_mask``'s grid.
+
+    Returns:
+        :class:`PartSegmentation` (tensors on the device of ``features``).
+    """
+    rows, fg_index, bhw, c = _foreground_rows(features, fg_mask, grid_hw)
+    if c != model.components.shape[1]:
+        raise ValueError(f"features have {c} channels; the part model was fitted on {model.components.shape[1]}")
+    device, n_parts = features.device, model.n_parts
+    extras = (model.components, model.mean, model.explained_variance)
+    if model.estimator is None:
+        scores = np.zeros((rows.shape[0], n_parts), dtype=np.float32)
+        scores[:, 0] = 1.0
+        return _assemble(np.zeros(rows.shape[0], dtype=np.int64), fg_index, bhw, n_parts, device, scores, *extras)
+    k = len(model.signs)
+    if model.method == "kmeans":
+        rows = F.normalize(torch.from_numpy(rows), p=2, dim=-1).numpy()
+        labels = model.estimator.predict(rows) if rows.shape[0] else np.zeros(0, dtype=np.int64)
+        dist = model.estimator.transform(rows) ** 2 if rows.shape[0] else np.zeros((0, k))
+        scores = np.pad(-dist, ((0, 0), (0, n_parts - k)), constant_values=-np.inf)
+        return _assemble(labels, fg_index, bhw, n_parts, device, scores, *extras)
+    rows = rows.astype(model.dtype, copy=False)
+    if rows.shape[0]:
+        proj = model.estimator.transform(rows) * model.signs[None, :].astype(rows.dtype)
+    else:
+        proj = np.zeros((0, k), dtype=rows.dtype)
+    scaled = np.clip(proj * model.scale + (-model.scale_low * model.scale), 0, 1)
+    return _assemble(scaled.argmax(axis=1), fg_index, bhw, n_parts, device,
+                     np.pad(scaled, ((0, 0), (0, n_parts - k))), *extras)
 
 
 def pca_parts(
@@ -144,39 +291,9 @@ def pca_parts(
     Returns:
         :class:`PartSegmentation` (tensors on the device of ``features``).
     """
-    rows, fg_index, bhw, c = _foreground_rows(features, fg_mask, grid_hw)
-    device = features.device
-    if rows.shape[0] < 2:
-        return _tiny_foreground(rows, fg_index, bhw, n_parts, c, device)
-    k = min(n_parts, rows.shape[0], c)
-    rows = rows.astype(dtype, copy=False)
-    pca = PCA(n_components=k, svd_solver=svd_solver, random_state=random_state)
-    with warnings.catch_warnings():
-        # Zero total variance (identical foreground features) only makes sklearn's variance *ratio* 0/0; the
-        # scores are then all 0 and every patch is part 0, which is the documented outcome.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        pca.fit(rows)
-    # fit then transform, as the reference does (fit_transform would return U*S, which rounds differently).
-    proj = pca.transform(rows)
-    comps = pca.components_
-    idx = np.abs(comps).argmax(axis=1)
-    sign = np.sign(comps[np.arange(k), idx])
-    sign[sign == 0] = 1
-    comps = comps * sign[:, None]
-    proj = proj * sign[None, :].astype(proj.dtype)
-    # MinMaxScaler(clip=True) fitted on the same rows, in its own arithmetic (x * scale + min_).
-    lo = proj.min(axis=0)
-    rng = proj.max(axis=0) - lo
-    rng[rng == 0] = 1
-    scale = (1.0 / rng).astype(proj.dtype)
-    scaled = np.clip(proj * scale + (-lo * scale), 0, 1)
-    labels = scaled.argmax(axis=1)
-    pad = n_parts - k
-    return _assemble(
-        labels, fg_index, bhw, n_parts, device,
-        np.pad(scaled, ((0, 0), (0, pad))), np.pad(comps, ((0, pad), (0, 0))), pca.mean_,
-        np.pad(pca.explained_variance_, (0, pad)),
-    )
+    model = fit_part_model(features, fg_mask, "pca", n_parts, grid_hw, svd_solver=svd_solver, dtype=dtype,
+                           random_state=random_state)
+    return assign_parts(model, features, fg_mask, grid_hw)
 
 
 def kmeans_parts(
@@ -211,23 +328,9 @@ def kmeans_parts(
         :class:`PartSegmentation`; ``components`` are the (L, C) centres in the normalised space and ``scores``
         the negative squared distances to them.
     """
-    rows, fg_index, bhw, c = _foreground_rows(features, fg_mask, grid_hw)
-    device = features.device
-    if rows.shape[0] < 2:
-        return _tiny_foreground(rows, fg_index, bhw, n_parts, c, device)
-    rows = F.normalize(torch.from_numpy(rows), p=2, dim=-1).numpy()
-    k = min(n_parts, rows.shape[0])
-    km = KMeans(n_clusters=k, init=init, n_init=n_init, max_iter=max_iter, random_state=random_state)
-    with warnings.catch_warnings():
-        # Duplicate rows can leave fewer distinct clusters than requested; fewer parts is the documented outcome.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        labels = km.fit_predict(rows)
-    dist = km.transform(rows) ** 2
-    pad = n_parts - k
-    scores = np.pad(-dist, ((0, 0), (0, pad)), constant_values=-np.inf)
-    sizes = np.bincount(labels, minlength=n_parts).astype(np.float32)
-    return _assemble(labels, fg_index, bhw, n_parts, device, scores,
-                     np.pad(km.cluster_centers_, ((0, pad), (0, 0))), np.zeros(c), sizes)
+    model = fit_part_model(features, fg_mask, "kmeans", n_parts, grid_hw, random_state=random_state,
+                           n_init=n_init, init=init, max_iter=max_iter)
+    return assign_parts(model, features, fg_mask, grid_hw)
 
 
 def _visit_rank(n_parts: int) -> np.ndarray:

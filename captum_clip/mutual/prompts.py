@@ -238,7 +238,7 @@ def render_visual_prompts(
 
     inside = ellipse_fill_masks(ellipses, (h, w))[..., None]  # (B, L, H, W, 1)
     base = np.broadcast_to(images[:, None], inside.shape[:-1] + (3,))
-    red = np.ascontiguousarray(base)
+    red = base.copy()  # a writable copy: with one concept slot, base is already a contiguous read-only view
     out_gray = np.where(inside, base, gray[:, None])
     out_blur = np.where(inside, base, blur[:, None])
     # NaN ellipses draw nothing and leave the image untouched, not greyed.

@@ -38,3 +38,40 @@ def load_golden(golden_dir):
         return cache[name]
 
     return load
+
+
+# ------------------------------------------------------------------------------ the attribution on tiny models
+
+#: A small bank in Menon & Vondrick's {class: [descriptors]} format, with repeats across classes.
+TINY_BANK = {
+    "cat": ["furry", "whiskers", "pointy ears", "a long tail", "slit pupils", "a pink nose"],
+    "dog": ["furry", "a wagging tail", "a snout", "floppy ears", "a collar", "a wet nose"],
+    "red star": ["red", "five points", "star-shaped", "a red object", "sharp corners", "bright color"],
+    "blue ring": ["blue", "round", "a hole in the middle", "a blue object", "ring-shaped", "bright color"],
+}
+
+
+@pytest.fixture(scope="session")
+def mutual_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mutual_cache")
+
+
+@pytest.fixture(scope="session")
+def mutual_methods(tiny_classifiers, mutual_cache):
+    """MutualConceptAttribution per tiny tower, with the small bank and a private cache."""
+    from captum_clip.mutual import MutualConceptAttribution
+
+    return {kind: MutualConceptAttribution(tiny_classifiers[kind], TINY_BANK, cache_dir=mutual_cache)
+            for kind in ("vit", "resnet")}
+
+
+@pytest.fixture(scope="session")
+def explained(mutual_methods, tiny_bundles):
+    """Per tower: three images and their explanations (fitted jointly), shared by the read-only tests."""
+    from ..conftest import images_for
+
+    out = {}
+    for kind, method in mutual_methods.items():
+        images = images_for(tiny_bundles[kind], n=3, seed=1)
+        out[kind] = (images, method.explain(images))
+    return out

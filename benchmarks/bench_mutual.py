@@ -1,0 +1,170 @@
+"""Throughput of Mutual Knowledge's ``explain``: a batch of B images at once vs one image at a time.
+
+Both runs compute the same thing the same way (and the script checks that they agree): the visual concepts are
+fitted jointly on the B images, then every image is explained. The batched run is one ``explain(images)`` call;
+the loop is the reference's way, the joint fit once (``fit_concepts``) and then ``explain`` image by image
+against it. Bank embeddings are computed (or read from the cache) when the method is built and are not timed.
+
+Default set-up: the shipped scene model (``load_clip("shapes")``), B = 8 generated two-object scenes, and a
+WordNet descriptor bank for the 1000 ImageNet class names (D of the order of the paper's 4,229, so the top-500
+intersection and the Sinkhorn problem have the paper's sizes).
+
+    python benchmarks/bench_mutual.py [--model shapes] [--pretrained FILE]
+        [--descriptors wordnet-imagenet|scenes|FILE.json]
+        [--batch 8] [--repeats 3] [--devices cpu,cuda] [--metrics 36] [--out benchmarks/results_mutual.md]
+
+``--metrics N`` also reports the paper's concept metrics (Deletion, Insertion, AccDrop, AccInc) on N
+single-object scenes (concepts fitted per scene), in importance order and in reversed order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+
+from captum_clip import ZeroShotClassifier, load_clip
+from captum_clip.datasets import generate_scene, single_object_classnames, to_tensor
+from captum_clip.datasets.evaluate import ZERO_SHOT_TEMPLATES
+from captum_clip.mutual import (
+    MutualConceptAttribution,
+    concept_perturbation_curves,
+    load_descriptor_bank,
+    ranked_concept_masks,
+    scene_descriptor_bank,
+    trapezoid_auc,
+    wordnet_descriptor_bank,
+)
+
+
+def descriptor_bank(name: str):
+    if name == "wordnet-imagenet":
+        return wordnet_descriptor_bank(list(open_clip.IMAGENET_CLASSNAMES))
+    if name == "scenes":
+        return scene_descriptor_bank()
+    return load_descriptor_bank(name)
+
+
+def scenes(bundle, seeds, n_objects: int):
+    size = bundle.model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    mean, std = bundle.image_mean_std
+    drawn = [generate_scene(seed, image_size=size, n_objects=n_objects) for seed in seeds]
+    return torch.cat([to_tensor(s.image, mean, std) for s in drawn]), drawn
+
+
+def clock(function, device: torch.device, repeats: int) -> float:
+    """Median wall time of ``function()`` over ``repeats`` runs after one warm-up."""
+    def once():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+    once()
+    return statistics.median(once() for _ in range(repeats))
+
+
+def same(a, b) -> bool:
+    return (a.concept_descriptors == b.concept_descriptors and a.text_descriptors == b.text_descriptors
+            and abs(a.mi - b.mi) < 1e-9 and torch.equal(a.masks, b.masks))
+
+
+def throughput(method, images, repeats: int, device: torch.device):
+    def batched():
+        return method.explain(images)
+
+    def loop():
+        basis = method.fit_concepts(images)
+        return [method.explain(images[i:i + 1], reference_images=basis)[0] for i in range(images.shape[0])]
+
+    agree = all(same(a, b) for a, b in zip(batched(), loop()))
+    return clock(batched, device, repeats), clock(loop, device, repeats), agree
+
+
+def concept_metrics(method, classifier, n_images: int, device):
+    """Concept metrics on single-object scenes, importance order vs reversed order."""
+    images, drawn = scenes(method.classifier.bundle, range(1000, 1000 + n_images), n_objects=1)
+    images = images.to(device)
+    labels = torch.tensor([classifier.class_index(s.objects[0]) for s in drawn], device=device)
+    # Each scene is fitted on its own: the scenes share no class, and their backgrounds differ more than their
+    # objects, so a joint fit would pick the background as "prominent".
+    explanations = [method.explain(images[i:i + 1])[0] for i in range(images.shape[0])]
+    masks = ranked_concept_masks(explanations, method.n_parts).to(device)
+    # Reversed: the least important concept first (padding stays at the end).
+    reversed_masks = masks.clone()
+    for row, e in enumerate(explanations):
+        reversed_masks[row, : e.n_concepts] = masks[row, : e.n_concepts].flip(0)
+    target = torch.tensor([e.target for e in explanations], device=device)
+    rows = []
+    for order, ranked in (("importance", masks), ("reversed", reversed_masks)):
+        deletion = concept_perturbation_curves(classifier, images, ranked, "deletion", target, labels)
+        insertion = concept_perturbation_curves(classifier, images, ranked, "insertion", target, labels)
+        rows.append((order, float(deletion.auc.mean()), float(insertion.auc.mean()),
+                     float(trapezoid_auc(deletion.correct.float().mean(0))),
+                     float(trapezoid_auc(insertion.correct.float().mean(0)))))
+    with torch.no_grad():
+        accuracy = float((classifier(images).argmax(-1) == labels).float().mean())
+    return rows, accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="shapes", help="'shapes', an open_clip name or a config JSON")
+    parser.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: none / shipped)")
+    parser.add_argument("--descriptors", default="wordnet-imagenet")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--devices", default="cpu,cuda")
+    parser.add_argument("--metrics", type=int, default=0, help="also report concept metrics on this many scenes")
+    parser.add_argument("--out", default=None, help="also write the markdown tables here")
+    args = parser.parse_args()
+
+    bank = descriptor_bank(args.descriptors)
+    machine = platform.processor() or platform.machine()
+    # The 1-minute load average says whether other jobs shared the CPU while this ran.
+    load = f", load average {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else ""
+    lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {machine}, "
+             f"{torch.get_num_threads()} CPU threads{load}; model `{args.model}`, bank `{args.descriptors}` "
+             f"(D = {len(bank)}), paper hyper-parameters (L = 5, k = 500, 1000 Sinkhorn iterations, u = 50)", ""]
+    for name in args.devices.split(","):
+        if name == "cuda" and not torch.cuda.is_available():
+            continue
+        device = torch.device(name)
+        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        bundle = load_clip(args.model, pretrained=args.pretrained, device=device)
+        classifier = ZeroShotClassifier(bundle, single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
+        method = MutualConceptAttribution(classifier, bank)
+        images = scenes(bundle, range(args.batch), n_objects=2)[0].to(device)
+        batched, loop, agree = throughput(method, images, args.repeats, device)
+        b = args.batch
+        lines += [f"### explain throughput, {label}", "",
+                  "| B | batched: images/s | one at a time: images/s | speed-up | same results |",
+                  "|---:|---:|---:|---:|:---:|",
+                  f"| {b} | {b / batched:.2f} | {b / loop:.2f} | {loop / batched:.2f}x | {'yes' if agree else 'NO'} |",
+                  "", f"(median of {args.repeats} runs after a warm-up: {batched:.3f} s batched, "
+                  f"{loop:.3f} s loop)", ""]
+        if args.metrics:
+            rows, accuracy = concept_metrics(method, classifier, args.metrics, device)
+            lines += [f"### concept metrics, {args.metrics} single-object scenes (zero-shot top-1 {accuracy:.2f}), "
+                      f"{label}", "",
+                      "| concept order | Deletion ↓ | Insertion ↑ | AccDrop ↓ | AccInc ↑ |",
+                      "|---|---:|---:|---:|---:|"]
+            lines += [f"| {o} | {d:.3f} | {i:.3f} | {ad:.3f} | {ai:.3f} |" for o, d, i, ad, ai in rows]
+            lines.append("")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
