@@ -8,6 +8,7 @@ from .attr import (
 )
 from .classifier import ZeroShotClassifier
 from .loading import ClipBundle, WeightsUnavailableError, load_clip
+from .mutual import MutualConceptAttribution
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,5 @@ __all__ = [
     "RawCLIPSimilarity",
     "CLIPGradCAM",
     "CLIPIntegratedGradients",
+    "MutualConceptAttribution",
 ]
