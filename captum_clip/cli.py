@@ -78,6 +78,15 @@ def render_mutual(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, o
     return path
 
 
+def _check_convis_queries(classifier: ZeroShotClassifier, queries: List[str]) -> None:
+    """ConVis queries are WordNet noun synsets ("dog.n.01"); say which one is not before any map is drawn."""
+    method = build_method("convis", classifier)
+    try:
+        method.resolve_targets(list(queries))
+    except ValueError as error:
+        raise SystemExit(f"captum-clip: convis: {error}")
+
+
 def explain(args: argparse.Namespace) -> Path:
     """Explain one image for every query with every method and write the overlay figure.
 
@@ -90,6 +99,8 @@ def explain(args: argparse.Namespace) -> Path:
     bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
     image = bundle.preprocess(_open_image(args.image)).unsqueeze(0).to(bundle.device)
     classifier = ZeroShotClassifier(bundle, args.text)
+    if "convis" in methods:
+        _check_convis_queries(classifier, args.text)
     title = f"{Path(args.image).name} - {bundle.name}"
     overlay_methods = [name for name in methods if name != "mutual"]
     path = None
@@ -149,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain_parser = commands.add_parser("explain", help="saliency maps of text queries on an image, as a figure")
     explain_parser.add_argument("image", help="image file (any format PIL reads)")
-    explain_parser.add_argument("--text", action="append", default=[], help="a query; repeat for several")
+    explain_parser.add_argument("--text", action="append", default=[],
+                                help="a query; repeat for several (convis: a WordNet noun synset such as dog.n.01)")
     explain_parser.add_argument("--method", action="append", default=[],
                                 help=f"one of {', '.join(METHODS)}; repeat or comma-separate (default: surgery)")
     explain_parser.add_argument("--model", default="shapes", help="open_clip model name or config JSON")
@@ -186,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ig-steps", type=int, default=50)
     bench.add_argument("--out-dir", default="benchmark_results")
     bench.set_defaults(run=benchmark)
+
+    from .convis.commands import add_convis_commands
+
+    add_convis_commands(commands)
     return parser
 
 

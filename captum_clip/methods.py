@@ -30,6 +30,19 @@ def _mutual(classifier: ZeroShotClassifier, descriptors=None, **options) -> Mutu
     return MutualConceptAttribution(classifier, descriptors, **options)
 
 
+def _convis(classifier: ZeroShotClassifier, **options) -> Attribution:
+    # Imported here: ConVis needs nltk and WordNet, which the other methods do not.
+    from .convis.attribution import ConVisAttribution
+    from .convis.scene_concepts import is_scene_classnames, scene_method_options
+
+    # Scene classes ("red star") get the scene vocabulary and the scene class -> synset table; the shipped scene
+    # model, which knows shape and colour words but never saw a gloss, also gets lemma texts. Caller's options win.
+    shipped = classifier.bundle.name == "shapes"
+    if shipped or is_scene_classnames(classifier.classnames):
+        options = {**scene_method_options(shipped_model=shipped), **options}
+    return ConVisAttribution(classifier, **options)
+
+
 #: name -> factory(classifier, **options)
 METHODS: Dict[str, Callable[..., Attribution]] = {
     "surgery": _surgery,
@@ -37,11 +50,12 @@ METHODS: Dict[str, Callable[..., Attribution]] = {
     "gradcam": CLIPGradCAM,
     "ig": CLIPIntegratedGradients,
     "mutual": _mutual,
+    "convis": _convis,
 }
 
 #: Human-readable names for tables and figures.
 DISPLAY_NAMES = {"surgery": "CLIP Surgery", "clip": "raw CLIP", "gradcam": "Grad-CAM", "ig": "Integrated Gradients",
-                 "mutual": "Mutual Knowledge"}
+                 "mutual": "Mutual Knowledge", "convis": "ConVis"}
 
 
 def build_method(name: str, classifier: ZeroShotClassifier, **options) -> Attribution:

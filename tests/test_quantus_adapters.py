@@ -55,6 +55,15 @@ def smooth_images(n: int, seed: int = 0) -> np.ndarray:
 def explainer(name: str):
     if name == "ig":
         return make_explain_func("ig", attribute_kwargs={"n_steps": 4})
+    if name == "convis":
+        # "cat" and "dog" have several noun senses, which ConVis refuses to guess: map the classes to synsets,
+        # and keep the vocabulary and windows tiny so the test stays fast.
+        from captum_clip.convis import WindowConfig
+
+        return make_explain_func(
+            "convis", vocabulary=["cat.n.01", "dog.n.01", "star.n.05", "ring.n.02"],
+            windows=WindowConfig(image_size=32, sizes=(16, 8), stride=8, pad=8),
+            class_synsets={"cat": "cat.n.01", "dog": "dog.n.01", "red star": "star.n.05", "blue ring": "ring.n.02"})
     return make_explain_func(name)
 
 
