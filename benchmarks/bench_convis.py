@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
+from _timing import clock, sync
+
 from captum_clip import load_clip
 from captum_clip.convis import WindowConfig, build_text_bank, default_vocabulary
 from captum_clip.convis.attribution import ConVisAttribution
@@ -39,19 +41,6 @@ from captum_clip.convis.scene_concepts import SCENE_TEXT_SOURCE, SHAPE_SYNSETS, 
 from captum_clip.convis.windows import _padding, square_image
 from captum_clip.datasets import generate_scene, to_tensor
 from captum_clip.datasets.evaluate import HELD_OUT_SEED_START
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _clock(function, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    function()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def original_way_one_concept(bundle, text_embeddings: np.ndarray, subtree: list[int], image_224: np.ndarray,
@@ -106,7 +95,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[tuple[str, str, str]]]:
     rows = []
 
     # Text bank: encode every synset text, no cache.
-    seconds = _clock(lambda: build_text_bank(vocabulary, bundle_text_encoder(bundle), model_fingerprint="bench",
+    seconds = clock(lambda: build_text_bank(vocabulary, bundle_text_encoder(bundle), model_fingerprint="bench",
                                              text_source=text_source, use_cache=False, progress=False), device)
     rows.append(("text bank (no cache)", f"{len(vocabulary)} texts ({text_source}), chunks of 256",
                  f"{len(vocabulary) / seconds:.0f} texts/s ({seconds:.1f} s)"))
@@ -120,8 +109,8 @@ def run(args: argparse.Namespace) -> tuple[str, list[tuple[str, str, str]]]:
         rng = np.random.default_rng(0)
         many = [vocabulary.names[i] for i in rng.choice(len(vocabulary), args.concepts, replace=False)]
         method.attribute(images[0].to(device), target=concept)  # warm-up (allocator, kernels)
-        one = sum(_clock(lambda x=x: method.attribute(x.to(device), target=concept), device) for x in images)
-        hundred = sum(_clock(lambda x=x: method.attribute_concepts(x.to(device), many), device) for x in images)
+        one = sum(clock(lambda x=x: method.attribute(x.to(device), target=concept), device) for x in images)
+        hundred = sum(clock(lambda x=x: method.attribute_concepts(x.to(device), many), device) for x in images)
         windows = len(method.mapper.boxes)
         rows.append(("ours, 1 concept", f"{windows} windows, batch {method.batch_size}, tensor resize",
                      f"{len(images) / one:.3f} images/s ({one / len(images):.2f} s/image)"))
@@ -136,7 +125,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[tuple[str, str, str]]]:
             image_224 = square_image(normalised_to_uint8(x, *bundle.image_mean_std)[0])
             start = time.perf_counter()
             reference_map = original_way_one_concept(bundle, embeddings, subtree, image_224)
-            _sync(device)
+            sync(device)
             original += time.perf_counter() - start
         n_original = args.original_images
         rows.append(("original's way, 1 concept", "1,800 windows, batch size 1, PIL per window",

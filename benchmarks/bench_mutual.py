@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import open_clip
 import torch
+
+from _timing import median_clock
 
 from captum_clip import ZeroShotClassifier, load_clip
 from captum_clip.datasets import generate_scene, single_object_classnames, to_tensor
@@ -59,20 +60,6 @@ def scenes(bundle, seeds, n_objects: int):
     return torch.cat([to_tensor(s.image, mean, std) for s in drawn]), drawn
 
 
-def clock(function, device: torch.device, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` runs after one warm-up."""
-    def once():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-    once()
-    return statistics.median(once() for _ in range(repeats))
-
-
 def same(a, b) -> bool:
     return (a.concept_descriptors == b.concept_descriptors and a.text_descriptors == b.text_descriptors
             and abs(a.mi - b.mi) < 1e-9 and torch.equal(a.masks, b.masks))
@@ -87,7 +74,7 @@ def throughput(method, images, repeats: int, device: torch.device):
         return [method.explain(images[i:i + 1], reference_images=basis)[0] for i in range(images.shape[0])]
 
     agree = all(same(a, b) for a, b in zip(batched(), loop()))
-    return clock(batched, device, repeats), clock(loop, device, repeats), agree
+    return median_clock(batched, device, repeats), median_clock(loop, device, repeats), agree
 
 
 def concept_metrics(method, classifier, n_images: int, device):
@@ -163,7 +150,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.out:
-        Path(args.out).write_text(table + "\n")
+        command = " ".join(["python", "benchmarks/bench_mutual.py", *sys.argv[1:]])
+        Path(args.out).write_text(f"{table}\nCommand:\n\n    {command}\n")
 
 
 if __name__ == "__main__":

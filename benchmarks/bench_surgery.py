@@ -10,39 +10,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import open_clip
 import torch
 
+from _timing import paired
+
 from captum_clip import CLIPGradCAM, CLIPIntegratedGradients, ClipBundle, RawCLIPSimilarity, SurgeryCAM, ZeroShotClassifier
-
-
-def _clock(function, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    function()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def paired(function, reference, repeats: int, device: torch.device):
-    """Median seconds of ``function`` and median of its ratio to ``reference`` timed right beside it.
-
-    Pairing each run with a reference run keeps the ratio honest when other work
-    shares the machine and the absolute speed drifts.
-    """
-    seconds, ratios = [], []
-    for _ in range(repeats):
-        base = _clock(reference, device)
-        took = _clock(function, device)
-        seconds.append(took)
-        ratios.append(took / base)
-    return statistics.median(seconds), statistics.median(ratios)
 
 
 def run(device: torch.device, repeats: int, batch: int, classes: int) -> list:

@@ -131,12 +131,17 @@ def demo(args: argparse.Namespace) -> Path:
 def benchmark(args: argparse.Namespace) -> Path:
     """Methods x metrics through Quantus on held-out generated scenes; writes markdown, CSV and a bar chart."""
     from .datasets import single_object_classnames
-    from .metrics.benchmark import ALL_METRICS, DEFAULT_METHODS, run_benchmark, shapes_scenes, write_reports
+    from .metrics.benchmark import (ALL_METRICS, DEFAULT_METHODS, parse_method_spec, run_benchmark, shapes_scenes,
+                                    write_reports)
 
     if args.dataset != "shapes":
         raise SystemExit(f"captum-clip: unknown dataset {args.dataset!r}; available: shapes.")
     methods = [m.strip() for m in ",".join(args.methods or DEFAULT_METHODS).split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS and m != "random"]
+    try:
+        names = [parse_method_spec(m)[0] for m in methods]
+    except ValueError as error:
+        raise SystemExit(f"captum-clip: {error}") from None
+    unknown = [m for m in names if m not in METHODS and m != "random"]
     if unknown:
         raise SystemExit(f"captum-clip: unknown method {unknown[0]!r}; choose from {', '.join([*METHODS, 'random'])}.")
     metrics = [m.strip() for m in ",".join(args.metrics or ALL_METRICS).split(",") if m.strip()]
@@ -186,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("benchmark", help="methods x Quantus metrics on scenes with ground-truth masks")
     bench.add_argument("--dataset", default="shapes", help="scene source (shapes: procedural scenes)")
-    bench.add_argument("--methods", action="append", default=[], help="comma-separated; default: all + random")
+    bench.add_argument("--methods", action="append", default=[],
+                       help="comma-separated; constructor options as method:key=value (e.g. "
+                            "surgery:redundancy=empty); default: surgery, clip, gradcam, ig, random")
     bench.add_argument("--metrics", action="append", default=[], help="comma-separated Quantus metric names")
     bench.add_argument("--n", type=int, default=200, help="number of held-out scenes")
     bench.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
@@ -82,10 +84,33 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def _create_from_config(config_path: Path):
-    """Build (model, preprocess, tokenizer) from a config file through open_clip's own factory."""
+class _DropRandomInitWarnings(logging.Filter):
+    """Hides open_clip's "no weights found, initialized randomly" warnings for a model whose weights load next."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "no CLIP weights found" not in message and "No pretrained weights loaded" not in message
+
+
+@contextmanager
+def _quiet_random_init(enabled: bool):
+    drop = _DropRandomInitWarnings()
+    if enabled:
+        logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
+
+
+def _create_from_config(config_path: Path, weights_follow: bool = False):
+    """Build (model, preprocess, tokenizer) from a config file through open_clip's own factory.
+
+    ``weights_follow``: a checkpoint is loaded right after, so open_clip's warning that the model is randomly
+    initialised would be false and is hidden.
+    """
     config = _read_config(config_path)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, _quiet_random_init(weights_follow):
         # open_clip's 'local-dir:' schema builds any config without registering a global model name.
         (Path(folder) / "open_clip_config.json").write_text(json.dumps(config))
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
@@ -137,14 +162,14 @@ def load_clip(
         config_path, weights_path = BUILTIN_MODELS[name]
         if not config_path.is_file() or not weights_path.is_file():
             raise FileNotFoundError(f"The built-in model {name!r} is missing from this installation ({ASSETS}).")
-        model, preprocess, tokenizer = _create_from_config(config_path)
+        model, preprocess, tokenizer = _create_from_config(config_path, weights_follow=True)
         pretrained = pretrained or str(weights_path)
         _load_local_checkpoint(model, Path(pretrained), name)
     elif name.lower().endswith(".json") or Path(name).is_file():
         config_path = Path(name)
         if not config_path.is_file():
             raise FileNotFoundError(f"Model config {config_path} does not exist.")
-        model, preprocess, tokenizer = _create_from_config(config_path)
+        model, preprocess, tokenizer = _create_from_config(config_path, weights_follow=pretrained is not None)
         if pretrained is not None:
             if not _is_checkpoint_file(pretrained):
                 raise ValueError(

@@ -175,13 +175,15 @@ class ViTTower(VisionTower):
     """Adapter for open_clip's ``VisionTransformer`` (batch-first, open_clip 3.x)."""
 
     kind = "vit"
+    #: open_clip ``pool_type`` values supported: the CLS token, or the mean of the patch tokens.
+    POOL_TYPES = ("tok", "avg")
 
     def __init__(self, visual: VisionTransformer):
         super().__init__(visual)
-        if visual.attn_pool is not None or visual.pool_type != "tok":
+        if visual.attn_pool is not None or visual.pool_type not in self.POOL_TYPES:
             raise NotImplementedError(
-                "captum_clip supports ViT towers that pool the CLS token (pool_type='tok', no attentional "
-                f"pooler); this tower has pool_type={visual.pool_type!r} and "
+                "captum_clip supports ViT towers that pool the CLS token or the patch mean (pool_type 'tok' or "
+                f"'avg', no attentional pooler); this tower has pool_type={visual.pool_type!r} and "
                 f"attn_pool={type(visual.attn_pool).__name__}."
             )
         for block in visual.transformer.resblocks:
@@ -239,11 +241,29 @@ class ViTTower(VisionTower):
         x = self.visual.ln_post(tokens)
         return x @ self.visual.proj if self.visual.proj is not None else x
 
+    @property
+    def pools_cls(self) -> bool:
+        return self.visual.pool_type == "tok"
+
+    def pool(self, x: Tensor) -> Tensor:
+        """The pooled embedding ``(B, E)`` from the last block's output ``x`` ``(B, 1 + gh*gw, D)``.
+
+        As open_clip: the CLS token, or the mean of the patch tokens, with ``ln_post`` before pooling (per
+        token) or after it (``final_ln_after_pool``), then ``proj``.
+        """
+        v = self.visual
+        if self.pools_cls:
+            return self.head(x[:, 0])
+        if v.final_ln_after_pool:
+            pooled = v.ln_post(x[:, 1:].mean(dim=1))
+            return pooled @ v.proj if v.proj is not None else pooled
+        return self.head(x[:, 1:]).mean(dim=1)
+
     def encode(self, images: Tensor) -> Tensor:
         x = self.embed(images)
         for block in self.blocks:
             x = block(x)
-        return self.head(x[:, 0])
+        return self.pool(x)
 
     def dense_tokens(self, images: Tensor) -> Tensor:
         x = self.embed(images)
@@ -262,7 +282,7 @@ class ViTTower(VisionTower):
             qkv = self.qkv(block, block.ln_1(original))
             # The v-v path: queries and keys both replaced by the values.
             new = new + self.attention_output(block, F.scaled_dot_product_attention(qkv.v, qkv.v, qkv.v))
-            if index == len(surgery_blocks) - 1:
+            if index == len(surgery_blocks) - 1 and self.pools_cls:
                 # Only the CLS token of the original path is used after the last block,
                 # so its patch queries and MLP rows are skipped.
                 original = original[:, :1]
@@ -270,7 +290,7 @@ class ViTTower(VisionTower):
             original = original + self.attention_output(block, F.scaled_dot_product_attention(qkv.q, qkv.k, qkv.v))
             original = self.mlp_residual(block, original)
         tokens = self.head(torch.cat([original[:, :1], new[:, 1:]], dim=1))
-        return tokens, tokens[:, 0]
+        return tokens, (tokens[:, 0] if self.pools_cls else self.pool(original))
 
     def last_block_features(self, images: Tensor, facet: str = "tokens") -> Tuple[Tensor, Tensor]:
         """Last-block features of every token and the pooled embedding, from one pass.
@@ -292,13 +312,13 @@ class ViTTower(VisionTower):
             width = x.shape[-1]
             keys = F.linear(last.ln_1(x), last.attn.in_proj_weight[width:2 * width])
         x = last(x)
-        pooled = self.head(x[:, 0])
-        return (x if keys is None else keys), pooled
+        return (x if keys is None else keys), self.pool(x)
 
     @property
     def gradcam_layer(self) -> nn.Module:
-        # The last block's *output* gives all-zero patch gradients (only CLS is pooled);
-        # the input of its ln_1 still feeds every token into the CLS attention.
+        # With CLS pooling the last block's *output* gives all-zero patch gradients (only
+        # CLS is pooled); the input of its ln_1 still feeds every token into the CLS
+        # attention. With patch-mean pooling the same layer works, so both use it.
         return self.blocks[-1].ln_1
 
     gradcam_on_input = True

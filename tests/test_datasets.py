@@ -29,7 +29,10 @@ from captum_clip.datasets.train_shapes import (
     MAX_RUN_SEED,
     MODEL_CONFIG,
     TRAIN_SEED_STRIDE,
+    CLASS_GROUP_SIZES,
     caption_truth,
+    class_group_loss,
+    class_mentions,
     multi_positive_clip_loss,
     training_scene_seed,
 )
@@ -201,6 +204,30 @@ def test_multi_positive_loss_equals_clip_loss_for_unique_captions():
     torch.testing.assert_close(actual, expected)
 
 
+def test_class_group_loss_is_cross_entropy_within_each_group():
+    """Each group (colour+shape, shape, colour) is its own softmax over that group's class captions."""
+    assert sum(CLASS_GROUP_SIZES) == len(class_mentions())
+    torch.manual_seed(0)
+    groups = (3, 2)
+    image_features = torch.nn.functional.normalize(torch.randn(2, 4), dim=-1)
+    class_features = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    truth = torch.tensor([[1, 0, 0, 0, 1], [0, 1, 1, 1, 0]], dtype=torch.bool)  # image 1: two true in group 1
+    scale = torch.tensor(5.0)
+    logits = scale * image_features @ class_features.T
+    first = torch.nn.functional.cross_entropy(logits[:, :3], torch.tensor([[1.0, 0, 0], [0, 0.5, 0.5]]))
+    second = torch.nn.functional.cross_entropy(logits[:, 3:], torch.tensor([1, 0]))
+    actual = class_group_loss(image_features, class_features, scale, truth, groups)
+    torch.testing.assert_close(actual, (first + second) / 2)
+    # Captions of other groups do not compete: changing one leaves the other group's term alone.
+    moved = class_features.clone()
+    moved[4] = -moved[4]
+    changed = class_group_loss(image_features, moved, scale, truth, groups)
+    assert changed != actual
+    torch.testing.assert_close(class_group_loss(image_features, moved, scale, truth, (3,) + (2,))
+                               - torch.nn.functional.cross_entropy((scale * image_features @ moved.T)[:, 3:],
+                                                                  torch.tensor([1, 0])) / 2, first / 2)
+
+
 # --------------------------------------------------------------------------
 # Shipped model
 # --------------------------------------------------------------------------
@@ -233,7 +260,7 @@ def test_shipped_model_zero_shot_accuracy(shapes_model):
     context_length = MODEL_CONFIG["text_cfg"]["context_length"]
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=context_length)
     accuracy = evaluate_zero_shot(shapes_model, tokenizer, n=100, seed=HELD_OUT_SEED_START + 50_000)
-    # A regression guard at the shipped model's measured level (0.899 shape+colour on 1,000 held-out
-    # scenes, see captum_clip/assets/SHAPES_MODEL.md). Issue 3's target of 0.90 is not met yet.
+    # A regression guard below the shipped model's measured level (0.903 shape+colour on the 1,000 held-out
+    # scenes of captum_clip/assets/SHAPES_MODEL.md); 100 other held-out scenes vary by a few points.
     assert accuracy["shape_color"] >= 0.85, accuracy
     assert accuracy["color"] >= 0.98, accuracy

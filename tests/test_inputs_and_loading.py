@@ -1,6 +1,7 @@
 """Bad inputs give clear ValueErrors; loading handles configs, checkpoints, tags and unsupported towers."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -153,3 +154,54 @@ def test_unsupported_towers_are_named():
 
     with pytest.raises(NotImplementedError, match="TimmLikeTower"):
         vision_tower(Model())
+
+
+@pytest.mark.parametrize("final_ln_after_pool", [False, True])
+def test_patch_mean_pooled_vit_matches_open_clip(tiny_bundles, tmp_path, final_ln_after_pool):
+    """A ViT pooling the patch mean (pool_type='avg') is read exactly as open_clip runs it."""
+    config = json.loads(json.dumps(TINY_CONFIGS["vit_shallow"]))
+    config["vision_cfg"].update(pool_type="avg", final_ln_after_pool=final_ln_after_pool)
+    path = tmp_path / "tiny-avg.json"
+    path.write_text(json.dumps(config))
+    cls_pooled = tiny_bundles["vit_shallow"]
+    bundle = load_clip(path)
+    bundle.model.load_state_dict(cls_pooled.model.state_dict())
+    tower, cls_tower = vision_tower(bundle.model), vision_tower(cls_pooled.model)
+    images = images_for(bundle, n=2)
+    with torch.no_grad():
+        expected = bundle.model.encode_image(images)
+        tokens, pooled = tower.surgery_tokens(images)
+        cls_tokens, _ = cls_tower.surgery_tokens(images)
+        features, feature_pooled = tower.last_block_features(images)
+    assert not torch.allclose(expected, cls_pooled.model.encode_image(images), atol=1e-3)
+    for actual in (tower.encode(images), pooled, feature_pooled):
+        assert torch.allclose(actual, expected, atol=1e-5)
+    # The v-v path does not depend on how the original path pools.
+    assert torch.allclose(tokens[:, 1:], cls_tokens[:, 1:], atol=1e-5)
+    classifier = ZeroShotClassifier(bundle, CLASSNAMES, TEMPLATES)
+    for method in (SurgeryCAM(classifier), CLIPGradCAM(classifier)):
+        maps = method.attribute(images, target=[0, 2])
+        assert maps.shape == (2, 1, 48, 48) and maps.abs().amax() > 0
+
+
+def test_attentional_pooler_vit_is_refused_with_its_pool_type(tiny_bundles, tmp_path):
+    config = json.loads(json.dumps(TINY_CONFIGS["vit_shallow"]))
+    config["vision_cfg"]["pool_type"] = "none"
+    path = tmp_path / "tiny-none.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(NotImplementedError, match="pool_type='none'"):
+        vision_tower(load_clip(path).model)
+
+
+def test_no_false_random_init_warning_when_weights_load(caplog, tmp_path):
+    """open_clip warns that a config-built model is random; true without weights, false for 'shapes'."""
+    with caplog.at_level("WARNING"):
+        load_clip("shapes")
+    assert not any("initialized randomly" in r.getMessage() or "no CLIP weights" in r.getMessage()
+                   for r in caplog.records)
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY_CONFIGS["vit_shallow"]))
+    with caplog.at_level("WARNING"):
+        load_clip(path)
+    assert any("initialized randomly" in r.getMessage() for r in caplog.records)
+    assert not any(isinstance(f, type) or "DropRandomInit" in type(f).__name__ for f in logging.getLogger().filters)

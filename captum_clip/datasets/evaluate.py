@@ -3,7 +3,9 @@
 Seed ranges keep evaluation honest: training scenes use seeds below
 :data:`HELD_OUT_SEED_START` (see ``train_shapes.training_scene_seed``) and
 evaluation scenes use seeds from it upwards, so no evaluated image was ever
-trained on.
+trained on.  Progress checks during training use the separate validation
+range from :data:`VALIDATION_SEED_START`, so the reported held-out numbers
+never steered a training run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .scenes import CLIP_MEAN, CLIP_STD, COLORS, SHAPES, make_scenes, single_obj
 
 #: First seed of the held-out range; every training scene seed is smaller.
 HELD_OUT_SEED_START = 1_000_000_000
+#: First seed of the validation range used for progress checks while training.
+VALIDATION_SEED_START = 1_500_000_000
 
 #: Prompt templates, averaged per class as in CLIP's prompt ensembling (the shipped model's own).
 ZERO_SHOT_TEMPLATES: tuple[str, ...] = BUILTIN_TEMPLATES["shapes"]

@@ -17,7 +17,9 @@ star", "a star", "a red object"): they give each image hard negatives that
 differ from its objects in one attribute only, which is what teaches shapes
 quickly.  A caption can be true of many images in a batch, so the loss
 treats every (image, caption) pair whose caption is true of the image as a
-positive instead of only the diagonal.
+positive instead of only the diagonal.  A second term asks the zero-shot
+questions directly: a softmax over each group of class captions ("which
+colour+shape?", "which shape?", "which colour?", :func:`class_group_loss`).
 
 Seeds: training scene ``k`` of run seed ``S`` has scene seed
 ``S * TRAIN_SEED_STRIDE + k``, always below the evaluation range that starts
@@ -42,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from .evaluate import HELD_OUT_SEED_START, evaluate_zero_shot
+from .evaluate import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
 from .scenes import COLORS, MAX_OBJECTS, SHAPES, Scene, generate_scene, join_phrases, to_tensor
 
 #: open_clip model config of the shipped model (written as shapes.json).
@@ -132,6 +134,9 @@ def caption_from_mentions(mentions: Sequence[Mention], rng: np.random.Generator)
     return template.format(join_phrases([mention_phrase(m, rng) for m in mentions]))
 
 
+CLASS_GROUP_SIZES = (len(COLORS) * len(SHAPES), len(SHAPES), len(COLORS))
+
+
 def class_mentions() -> list[list[Mention]]:
     """One single-mention caption per class: every colour+shape, every shape, every colour."""
     joint = [[(color, shape)] for color in COLORS for shape in SHAPES]
@@ -188,6 +193,35 @@ def multi_positive_clip_loss(
     return (image_to_text + text_to_image) / 2
 
 
+def class_group_loss(
+    image_features: torch.Tensor,
+    class_text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    class_truth: torch.Tensor,
+    group_sizes: Sequence[int] = CLASS_GROUP_SIZES,
+) -> torch.Tensor:
+    """Zero-shot classification loss: image-to-caption cross-entropy within each class group.
+
+    The class captions form consecutive groups (colour+shape, shape, colour,
+    see :func:`class_mentions`); a softmax over one group asks exactly the
+    question zero-shot classification asks, e.g. "which shape?", without the
+    answer being drowned by captions that differ in colour.  Mean over groups.
+
+    Args:
+        image_features: (B, D) unit-norm image embeddings.
+        class_text_features: (K, D) unit-norm class caption embeddings, K = sum(group_sizes).
+        logit_scale: scalar temperature (already exponentiated).
+        class_truth: (B, K) bool, class caption k is true of image i; every
+            image has a true caption in every group.
+    """
+    logits = logit_scale * image_features @ class_text_features.T
+    losses = []
+    for group_logits, group_truth in zip(logits.split(list(group_sizes), dim=1), class_truth.split(list(group_sizes), dim=1)):
+        targets = group_truth.float()
+        losses.append(F.cross_entropy(group_logits, targets / targets.sum(dim=1, keepdim=True)))
+    return torch.stack(losses).mean()
+
+
 # --------------------------------------------------------------------------
 # Batches
 # --------------------------------------------------------------------------
@@ -204,8 +238,8 @@ def training_scene_seed(run_seed: int, index: int) -> int:
 class SceneBatches(IterableDataset):
     """Batch ``step`` -> (images (B,3,H,W), tokens (C,L), truth (B,C)), a pure function of (seed, step).
 
-    The C = B + 48 captions are one per scene followed by one per class
-    (:func:`class_mentions`), each under a random template.
+    The C = B + K captions are one per scene followed by the K = 48 class
+    captions (:func:`class_mentions`), each under a random template.
 
     With several DataLoader workers, worker ``w`` makes steps ``w, w + W, ...``;
     the loader's round-robin then yields them in step order, so the data does
@@ -257,6 +291,13 @@ class SceneBatches(IterableDataset):
 # --------------------------------------------------------------------------
 
 
+def model_config(pool_type: str = MODEL_CONFIG["vision_cfg"]["pool_type"]) -> dict:
+    """:data:`MODEL_CONFIG` with the image tower pooling ``pool_type`` (``"tok"``: CLS, ``"avg"``: patch mean)."""
+    config = json.loads(json.dumps(MODEL_CONFIG))
+    config["vision_cfg"]["pool_type"] = pool_type
+    return config
+
+
 def create_model(config: dict = MODEL_CONFIG) -> open_clip.CLIP:
     return open_clip.CLIP(**config)
 
@@ -289,11 +330,12 @@ def init_patch_embedding(model: open_clip.CLIP, scenes: Sequence[Scene], eps: fl
     patches = F.unfold(images, patch, stride=patch // 2).transpose(1, 2).reshape(-1, 3 * patch * patch)
     patches = patches - patches.mean(dim=0)
     eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
-    # eigh sorts ascending; keep the `width` strongest components.
-    top_values, top_vectors = eigenvalues.flip(0)[:width], eigenvectors.flip(1)[:, :width]
+    # eigh sorts ascending; keep the strongest components, as many as there are channels.
+    n_components = min(width, patches.shape[1])
+    top_values, top_vectors = eigenvalues.flip(0)[:n_components], eigenvectors.flip(1)[:, :n_components]
     whitening = (top_vectors / (top_values + eps).sqrt()).T
-    with torch.no_grad():
-        conv.weight.copy_(whitening.reshape(width, 3, patch, patch))
+    with torch.no_grad():  # channels beyond the patch dimension keep their random init
+        conv.weight[:n_components].copy_(whitening.reshape(n_components, 3, patch, patch))
 
 
 def create_tokenizer(config: dict = MODEL_CONFIG) -> open_clip.SimpleTokenizer:
@@ -353,7 +395,8 @@ def train(args: argparse.Namespace) -> dict:
     """Train, save and evaluate; returns a summary dict (also printed by :func:`main`)."""
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    model = create_model()
+    config = model_config(args.pool_type)
+    model = create_model(config)
     init_positional_embedding(model)
     image_size = MODEL_CONFIG["vision_cfg"]["image_size"]
     init_patch_embedding(
@@ -373,10 +416,12 @@ def train(args: argparse.Namespace) -> dict:
     steps_done = 0
     progress = tqdm(loader, total=args.steps, desc="train", dynamic_ncols=True)
     for images, tokens, truth in progress:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            image_features, text_features, logit_scale = model(images.to(device), tokens.to(device))
-        loss = multi_positive_clip_loss(
-            image_features.float(), text_features.float(), logit_scale.float(), truth.to(device)
+        image_features, text_features, logit_scale = model(images.to(device), tokens.to(device))
+        truth = truth.to(device)
+        n_scenes = len(images)
+        loss = multi_positive_clip_loss(image_features, text_features, logit_scale, truth)
+        loss = loss + args.class_loss_weight * class_group_loss(
+            image_features, text_features[n_scenes:], logit_scale, truth[:, n_scenes:]
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -387,15 +432,15 @@ def train(args: argparse.Namespace) -> dict:
         steps_done += 1
         progress.set_postfix(loss=f"{loss.item():.3f}", scale=f"{logit_scale.item():.1f}")
         if args.eval_every and steps_done % args.eval_every == 0:
-            accuracy = evaluate_zero_shot(model, tokenizer, n=200, seed=HELD_OUT_SEED_START)
-            progress.write(f"step {steps_done}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+            accuracy = evaluate_zero_shot(model, tokenizer, n=200, seed=VALIDATION_SEED_START)
+            progress.write(f"step {steps_done} validation: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
         if time.monotonic() > deadline:
             progress.write(f"time budget of {args.minutes} min reached after {steps_done}/{args.steps} steps")
             break
     progress.close()
     train_seconds = time.monotonic() - start
 
-    config_path, weights_path = save_model(model, MODEL_CONFIG, Path(args.out))
+    config_path, weights_path = save_model(model, config, Path(args.out))
     # Evaluate what ships: the float16 file reloaded into a float32 model.
     shipped = load_model(config_path, weights_path).to(device)
     accuracy = evaluate_zero_shot(shipped, tokenizer, n=args.eval_scenes, seed=HELD_OUT_SEED_START)
@@ -414,22 +459,26 @@ def train(args: argparse.Namespace) -> dict:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for shapes.json and shapes.safetensors")
-    parser.add_argument("--minutes", type=float, default=18.0, help="stop training (and save) after this long")
+    parser.add_argument("--minutes", type=float, default=19.5,
+                        help="stop training (and save) after this long, even before --steps")
     parser.add_argument("--seed", type=int, default=0, help=f"run seed, 0..{MAX_RUN_SEED}")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader processes generating scenes")
-    parser.add_argument("--steps", type=int, default=700, help="optimiser steps (the cosine schedule length)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="DataLoader processes generating scenes (1 overlaps generation with the training step)")
+    parser.add_argument("--steps", type=int, default=1650, help="optimiser steps (the cosine schedule length)")
+    parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=50, help="linear warmup steps")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--single-object-fraction", type=float, default=0.4,
                         help="share of training scenes holding one object (the rest hold 2 or 3)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16 autocasts the forward pass (faster on CPUs with AVX512-BF16 or AMX)")
+    parser.add_argument("--pool-type", choices=("tok", "avg"), default=MODEL_CONFIG["vision_cfg"]["pool_type"],
+                        help="image embedding: the CLS token (tok) or the mean of the patch tokens (avg)")
+    parser.add_argument("--class-loss-weight", type=float, default=0.3,
+                        help="weight of the per-group zero-shot classification loss (0: contrastive only)")
     parser.add_argument("--eval-every", type=int, default=0,
-                        help="also print held-out accuracy on 200 scenes every this many steps (0: never)")
+                        help="also print validation accuracy on 200 scenes every this many steps (0: never)")
     parser.add_argument("--eval-scenes", type=int, default=1000, help="held-out single-object scenes to evaluate")
     args = parser.parse_args(argv)
     if not 0 <= args.seed <= MAX_RUN_SEED:

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from skimage.morphology import dilation, disk
 from tqdm.auto import tqdm
 
 from ..classifier import ZeroShotClassifier
 from ..datasets import make_scenes, to_tensor
 from ..datasets.evaluate import HELD_OUT_SEED_START
-from ..methods import DISPLAY_NAMES
+from ..methods import DISPLAY_NAMES, build_method
+from ..mutual.concept_metrics import concept_metric_values
 from .quantus_adapters import make_explain_func, make_random_explain_func
 from .quantus_fixes import evaluate_metric, make_metric
 
@@ -32,17 +34,42 @@ LOCALISATION = ("PointingGame", "AttributionLocalisation", "RelevanceMassAccurac
                 "TopKIntersection", "AUC")
 FAITHFULNESS = ("PixelFlipping", "RegionPerturbation", "FaithfulnessCorrelation", "IROF", "ROAD")
 RANDOMISATION = ("MPRT",)
-ALL_METRICS = LOCALISATION + FAITHFULNESS + RANDOMISATION
+#: The Mutual Knowledge paper's concept metrics (:mod:`captum_clip.mutual.concept_metrics`). They blur the
+#: ranked concepts of :class:`~captum_clip.mutual.MutualConceptAttribution`, so only ``"mutual"`` has them;
+#: other methods get no cell. The label AccDrop / AccInc check against is the queried object's class.
+CONCEPT = ("ConceptDeletion", "ConceptInsertion", "AccDrop", "AccInc")
+CONCEPT_METHODS = ("mutual",)
+#: The Pointing Game as Zhang et al. (2016) defined it: a hit also when the maximum lies within 15 px of the
+#: object on 224 px images (Quantus's PointingGame has no tolerance). The tolerance scales with the image:
+#: round(15 / 224 * min(H, W)) px, 4 px at 64 px. It is Quantus's PointingGame on masks dilated by that disk.
+TOLERANT = {"PointingGameTolerant": "PointingGame"}
+ALL_METRICS = LOCALISATION + tuple(TOLERANT) + FAITHFULNESS + RANDOMISATION + CONCEPT
 DEFAULT_METHODS = ("surgery", "clip", "gradcam", "ig", "random")
 
-#: Which direction is better, for the report (PixelFlipping/RegionPerturbation/ROAD are AUCs of
-#: the target logit as the most relevant pixels are removed; MPRT is the similarity of the
-#: explanation before and after randomising the weights).
+#: Which direction is better, for the report. PixelFlipping and ROAD are AUCs of the target logit (ROAD: of
+#: top-1 correctness) as the most relevant pixels are removed: lower is better. RegionPerturbation's curve is
+#: the *drop* ``f(x) - f(x_perturbed)`` as the most relevant patches are blurred, so its AUC is higher when the
+#: explanation is better. IROF is an area over the curve (higher is better). MPRT is the similarity of the
+#: explanation before and after randomising the weights (lower is better).
 HIGHER_IS_BETTER = {
-    **{name: True for name in LOCALISATION},
-    "PixelFlipping": False, "RegionPerturbation": False, "FaithfulnessCorrelation": True, "IROF": True,
+    **{name: True for name in LOCALISATION + tuple(TOLERANT)},
+    "PixelFlipping": False, "RegionPerturbation": True, "FaithfulnessCorrelation": True, "IROF": True,
     "ROAD": False, "MPRT": False,
+    "ConceptDeletion": False, "ConceptInsertion": True, "AccDrop": False, "AccInc": True,
 }
+_CONCEPT_KEYS = {"ConceptDeletion": "deletion", "ConceptInsertion": "insertion", "AccDrop": "acc_drop",
+                 "AccInc": "acc_inc"}
+
+
+def pointing_tolerance(image_hw: Tuple[int, int]) -> int:
+    """Zhang et al.'s 15 px at 224 px, scaled to ``image_hw``."""
+    return int(round(15 / 224 * min(image_hw)))
+
+
+def tolerant_masks(masks: np.ndarray, radius: int) -> np.ndarray:
+    """``masks`` ``(N, 1, H, W)`` dilated by a disk of ``radius`` px (the pixels within ``radius`` of the object)."""
+    footprint = disk(radius)
+    return np.stack([dilation(m[0].astype(bool), footprint)[None] for m in masks]).astype(masks.dtype)
 
 
 def metric_settings(name: str, image_hw: Tuple[int, int]) -> Dict:
@@ -88,10 +115,27 @@ def shapes_scenes(classifier: ZeroShotClassifier, n: int, seed: int = HELD_OUT_S
     return SceneBatch(images.numpy(), np.asarray(targets), masks, queries)
 
 
-def _explainer(method: str, seed: int, ig_steps: int):
+def parse_method_spec(spec: str) -> Tuple[str, Dict[str, str]]:
+    """``"surgery:redundancy=empty"`` -> ``("surgery", {"redundancy": "empty"})``: a method and constructor options.
+
+    Raises:
+        ValueError: an option that is not ``key=value``.
+    """
+    name, *options = spec.split(":")
+    parsed = {}
+    for option in options:
+        key, equals, value = option.partition("=")
+        if not equals or not key:
+            raise ValueError(f"method option {option!r} in {spec!r} is not key=value (e.g. surgery:redundancy=empty).")
+        parsed[key] = value
+    return name, parsed
+
+
+def _explainer(spec: str, seed: int, ig_steps: int):
+    method, options = parse_method_spec(spec)
     if method == "random":
         return make_random_explain_func(seed=seed)
-    return make_explain_func(method, attribute_kwargs={"n_steps": ig_steps} if method == "ig" else None)
+    return make_explain_func(method, attribute_kwargs={"n_steps": ig_steps} if method == "ig" else None, **options)
 
 
 def _explain_all(explainer, classifier, data: SceneBatch, device: str, batch_size: int) -> np.ndarray:
@@ -99,10 +143,36 @@ def _explain_all(explainer, classifier, data: SceneBatch, device: str, batch_siz
                            for i in range(0, len(data.y), batch_size)])
 
 
+def concept_scores(classifier: ZeroShotClassifier, data: SceneBatch, device: str, batch_size: int
+                   ) -> Dict[str, np.ndarray]:
+    """Per-scene concept metrics of Mutual Knowledge for the queried class: ``{metric name: (N,)}``."""
+    method = build_method("mutual", classifier)
+    values: Dict[str, List[np.ndarray]] = {name: [] for name in CONCEPT}
+    for i in range(0, len(data.y), batch_size):
+        images = torch.as_tensor(data.x[i:i + batch_size]).to(device)
+        labels = torch.as_tensor(data.y[i:i + batch_size]).to(device)
+        batch = concept_metric_values(method, images, labels, target=labels)
+        for name in CONCEPT:
+            values[name].append(batch[_CONCEPT_KEYS[name]].cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in values.items()}
+
+
+def _summary(scores: np.ndarray) -> Dict:
+    finite = np.asarray(scores, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return {"mean": math.nan, "std": math.nan, "sem": math.nan, "n": 0}
+    return {"mean": float(finite.mean()), "std": float(finite.std()),
+            "sem": float(finite.std() / math.sqrt(finite.size)), "n": int(finite.size)}
+
+
 def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Sequence[str] = DEFAULT_METHODS,
                   metrics: Sequence[str] = ALL_METRICS, device: str = "cpu", batch_size: int = 50,
                   mprt_samples: int = 16, ig_steps: int = 50, seed: int = 0, progress: bool = True) -> List[Dict]:
     """Score every method with every metric.
+
+    Concept metrics (:data:`CONCEPT`) are scored for the methods of :data:`CONCEPT_METHODS` only; the other
+    methods get no row for them.
 
     Returns:
         One row per (method, metric): ``method``, ``metric``, ``mean``, ``std``, ``sem``,
@@ -113,41 +183,57 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
         raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}.")
     image_hw = tuple(data.x.shape[-2:])
     rows = []
-    cells = tqdm(total=len(methods) * len(metrics), desc="benchmark", disable=not progress)
+    cells = tqdm(total=sum(1 for method in methods for metric in metrics
+                           if metric not in CONCEPT or parse_method_spec(method)[0] in CONCEPT_METHODS),
+                 desc="benchmark", disable=not progress)
     for method in methods:
+        quantus_metrics = [m for m in metrics if m not in CONCEPT]
         explainer = _explainer(method, seed, ig_steps)
         start = time.perf_counter()
-        attributions = _explain_all(explainer, classifier, data, device, batch_size)
+        attributions = _explain_all(explainer, classifier, data, device, batch_size) if quantus_metrics else None
         explain_seconds = time.perf_counter() - start
+        concepts = None
         for metric_name in metrics:
+            if metric_name in CONCEPT:
+                if parse_method_spec(method)[0] not in CONCEPT_METHODS:
+                    continue
+                cells.set_postfix_str(f"{method} / {metric_name}")
+                start = time.perf_counter()
+                if concepts is None:
+                    concepts = concept_scores(classifier, data, device, batch_size)
+                rows.append({"method": method, "metric": metric_name, **_summary(concepts[metric_name]),
+                             "higher_is_better": HIGHER_IS_BETTER[metric_name],
+                             "seconds": time.perf_counter() - start})
+                cells.update()
+                continue
             cells.set_postfix_str(f"{method} / {metric_name}")
             start = time.perf_counter()
-            metric = make_metric(metric_name, **metric_settings(metric_name, image_hw))
+            quantus_name = TOLERANT.get(metric_name, metric_name)
+            metric = make_metric(quantus_name, **metric_settings(quantus_name, image_hw))
+            masks = tolerant_masks(data.s, pointing_tolerance(image_hw)) if metric_name in TOLERANT else data.s
             if metric_name in RANDOMISATION:
                 subset = slice(0, mprt_samples)
                 scores = evaluate_metric(metric, classifier, data.x[subset], data.y[subset], s_batch=data.s[subset],
                                          explain_func=explainer, device=device, batch_size=batch_size)
             else:
-                scores = evaluate_metric(metric, classifier, data.x, data.y, s_batch=data.s,
+                scores = evaluate_metric(metric, classifier, data.x, data.y, s_batch=masks,
                                          a_batch=attributions, explain_func=explainer, device=device,
                                          batch_size=batch_size)
-            scores = np.asarray(scores, dtype=np.float64)
-            finite = scores[np.isfinite(scores)]
             rows.append({
-                "method": method, "metric": metric_name,
-                "mean": float(finite.mean()) if finite.size else math.nan,
-                "std": float(finite.std()) if finite.size else math.nan,
-                "sem": float(finite.std() / math.sqrt(finite.size)) if finite.size else math.nan,
-                "n": int(finite.size), "higher_is_better": HIGHER_IS_BETTER[metric_name],
-                "seconds": time.perf_counter() - start + (explain_seconds if metric_name == metrics[0] else 0.0),
+                "method": method, "metric": metric_name, **_summary(scores),
+                "higher_is_better": HIGHER_IS_BETTER[metric_name],
+                "seconds": time.perf_counter() - start + (explain_seconds if metric_name == quantus_metrics[0]
+                                                          else 0.0),
             })
             cells.update()
     cells.close()
     return rows
 
 
-def _label(method: str) -> str:
-    return DISPLAY_NAMES.get(method, method)
+def _label(spec: str) -> str:
+    method, options = parse_method_spec(spec)
+    label = DISPLAY_NAMES.get(method, method)
+    return label + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")
 
 
 def markdown_table(rows: List[Dict]) -> str:
@@ -158,7 +244,8 @@ def markdown_table(rows: List[Dict]) -> str:
     header = "| method | " + " | ".join(f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics) + " |"
     lines = [header, "|---|" + "---:|" * len(metrics)]
     for method in methods:
-        values = [f"{cell[method, m]['mean']:.3f} ± {cell[method, m]['sem']:.3f}" for m in metrics]
+        values = [f"{cell[method, m]['mean']:.3f} ± {cell[method, m]['sem']:.3f}" if (method, m) in cell else "—"
+                  for m in metrics]
         lines.append(f"| {_label(method)} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -174,8 +261,8 @@ def bar_chart(rows: List[Dict]) -> Figure:
     axes = figure.subplots(math.ceil(len(metrics) / columns), columns, squeeze=False).ravel()
     colours = [f"C{i}" for i in range(len(methods))]
     for axis, metric in zip(axes, metrics):
-        means = [cell[m, metric]["mean"] for m in methods]
-        errors = [cell[m, metric]["sem"] for m in methods]
+        means = [cell[m, metric]["mean"] if (m, metric) in cell else math.nan for m in methods]
+        errors = [cell[m, metric]["sem"] if (m, metric) in cell else math.nan for m in methods]
         axis.bar(range(len(methods)), means, yerr=errors, color=colours, capsize=3)
         axis.set_title(f"{metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'}", fontsize=10)
         axis.set_xticks(range(len(methods)))

@@ -38,6 +38,7 @@ __all__ = [
     "concept_insertion",
     "accuracy_drop",
     "accuracy_increase",
+    "concept_metric_values",
     "evaluate_concepts",
 ]
 
@@ -195,20 +196,23 @@ def accuracy_increase(classifier, images, concept_masks, labels, **options) -> T
     return trapezoid_auc(curves.correct.float().mean(dim=0))
 
 
-def evaluate_concepts(method, images: Tensor, labels: Tensor, target=None, reference_images=None,
-                      blur_ksize: int = 11) -> Dict[str, float]:
-    """All four concept metrics of a :class:`~captum_clip.mutual.MutualConceptAttribution` on a batch.
+def concept_metric_values(method, images: Tensor, labels: Tensor, target=None, reference_images=None,
+                          blur_ksize: int = 11) -> Dict[str, Tensor]:
+    """The four concept metrics per image, for a :class:`~captum_clip.mutual.MutualConceptAttribution`.
 
     Args:
         method: the attribution (its classifier, ``n_parts`` and ranking are used).
         images: (B, 3, H, W) normalised images.
         labels: (B,) ground-truth class indices (for AccDrop / AccInc).
-        target: the class whose score Deletion / Insertion track; default the zero-shot prediction.
+        target: the class whose score Deletion / Insertion track, and whose concepts are ranked; default the
+            zero-shot prediction.
         reference_images: passed to ``explain``.
         blur_ksize: blur kernel size.
 
     Returns:
-        ``{"deletion", "insertion", "acc_drop", "acc_inc"}`` (Deletion / Insertion averaged over images).
+        ``{"deletion", "insertion", "acc_drop", "acc_inc"}``, each (B,) float32. An image's AccDrop / AccInc
+        is the AUC of its own 0/1 correctness curve; their mean over images is the paper's AUC of the
+        accuracy curve, since the AUC is linear.
     """
     explanations = method.explain(images, target, reference_images)
     masks = ranked_concept_masks(explanations, method.n_parts).to(images.device)
@@ -219,8 +223,21 @@ def evaluate_concepts(method, images: Tensor, labels: Tensor, target=None, refer
     deletion = concept_perturbation_curves(classifier, images, masks, "deletion", tracked, labels, blur_ksize)
     insertion = concept_perturbation_curves(classifier, images, masks, "insertion", tracked, labels, blur_ksize)
     return {
-        "deletion": float(deletion.auc.mean()),
-        "insertion": float(insertion.auc.mean()),
-        "acc_drop": float(trapezoid_auc(deletion.correct.float().mean(dim=0))),
-        "acc_inc": float(trapezoid_auc(insertion.correct.float().mean(dim=0))),
+        "deletion": deletion.auc,
+        "insertion": insertion.auc,
+        "acc_drop": trapezoid_auc(deletion.correct.float()),
+        "acc_inc": trapezoid_auc(insertion.correct.float()),
     }
+
+
+def evaluate_concepts(method, images: Tensor, labels: Tensor, target=None, reference_images=None,
+                      blur_ksize: int = 11) -> Dict[str, float]:
+    """All four concept metrics of a :class:`~captum_clip.mutual.MutualConceptAttribution` on a batch.
+
+    Arguments as :func:`concept_metric_values`.
+
+    Returns:
+        ``{"deletion", "insertion", "acc_drop", "acc_inc"}``, each averaged over the images.
+    """
+    values = concept_metric_values(method, images, labels, target, reference_images, blur_ksize)
+    return {name: float(value.mean()) for name, value in values.items()}

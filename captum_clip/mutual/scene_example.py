@@ -1,7 +1,7 @@
 """Mutual Knowledge on a generated scene of a red star and a blue ring, with the shipped scene model, offline.
 
     python -m captum_clip.mutual.scene_example [--seed 3888] [--u 8] [--out mutual_scene.png]
-        [--model shapes] [--pretrained FILE]
+        [--model shapes] [--pretrained FILE] [--survey]
 
 The label set is the 36 "colour shape" classes the scene model was trained for, the bank is
 :func:`~captum_clip.mutual.scene_descriptor_bank` (descriptors in that model's vocabulary), and u = 8 is the
@@ -12,7 +12,7 @@ every descriptor "mutual"). The concepts are fitted on the scene itself.
 from __future__ import annotations
 
 import argparse
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +27,15 @@ from .figure import save_concept_figure
 from .results import MutualExplanation
 from .scene_bank import scene_descriptor_bank
 
-__all__ = ["RED_STAR_BLUE_RING_SEED", "SceneExplanation", "explain_scene", "object_patch_fraction", "main"]
+__all__ = ["RED_STAR_BLUE_RING_SEED", "RED_STAR_BLUE_RING_SEEDS", "SceneExplanation", "SceneSurvey", "explain_scene",
+           "find_scene_seeds", "object_cell_share", "object_patch_fraction", "survey_scenes", "main"]
 
 #: A two-object scene of the generator holding exactly a red star and a blue ring.
 RED_STAR_BLUE_RING_SEED = 3888
+#: The first 16 two-object scenes from seed 3000 on that hold exactly a red star and a blue ring
+#: (``find_scene_seeds(("red star", "blue ring"), 3000, 11000)``); the survey runs over them.
+RED_STAR_BLUE_RING_SEEDS = (3088, 3180, 3888, 3998, 6689, 6827, 6831, 7151, 7562, 8049, 8136, 8467, 9110, 10009,
+                            10555, 10906)
 
 
 class SceneExplanation(NamedTuple):
@@ -80,10 +85,56 @@ def object_patch_fraction(explanation: MutualExplanation, scene: Scene, cell: in
     Returns:
         One fraction per concept, in importance order.
     """
+    on_object = _object_cells(scene, cell)
+    return [float((m & on_object).sum() / m.sum()) for m in explanation.masks]
+
+
+def _object_cells(scene: Scene, cell: int) -> torch.Tensor:
+    """(H, W) bool: the pixels of grid cells that touch an object."""
     objects = torch.from_numpy(scene.masks.any(axis=0))[None, None].float()
     cells = F.max_pool2d(objects, cell, ceil_mode=True)[0, 0] > 0
-    on_object = cells.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[: objects.shape[-2], : objects.shape[-1]]
-    return [float((m & on_object).sum() / m.sum()) for m in explanation.masks]
+    return cells.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[: objects.shape[-2], : objects.shape[-1]]
+
+
+def find_scene_seeds(objects: Sequence[str], start: int, stop: int, image_size: int = 64) -> List[int]:
+    """Seeds in ``[start, stop)`` whose two-object scene holds exactly ``objects`` (e.g. a red star and a blue ring)."""
+    wanted = sorted(objects)
+    return [seed for seed in range(start, stop)
+            if sorted(generate_scene(seed, image_size=image_size, n_objects=len(wanted)).objects) == wanted]
+
+
+def object_cell_share(scene: Scene, cell: int) -> float:
+    """Fraction of the image's pixels on grid cells that touch an object: where a concept placed at random lands."""
+    return float(_object_cells(scene, cell).float().mean())
+
+
+class SceneSurvey(NamedTuple):
+    """Per scene: the seed, the predicted class, the concept mass on object cells and the object cells' share."""
+
+    seeds: List[int]
+    predictions: List[str]
+    on_objects: List[float]
+    chance: List[float]
+
+
+def survey_scenes(seeds: Sequence[int] = RED_STAR_BLUE_RING_SEEDS, bundle: Optional[ClipBundle] = None,
+                  u: int = 8) -> SceneSurvey:
+    """Explain each scene alone and measure where its concepts lie.
+
+    ``on_objects`` is the concept-mass-weighted mean of :func:`object_patch_fraction`; ``chance`` is
+    :func:`object_cell_share`, what concepts placed without looking at the image would get.
+    """
+    bundle = bundle or load_clip("shapes")
+    predictions, on_objects, chance = [], [], []
+    for seed in seeds:
+        result = explain_scene(seed, bundle=bundle, u=u)
+        e, cell = result.explanation, result.method.tower.cell_size[0]
+        mass = torch.tensor([float(m.sum()) for m in e.masks])
+        fractions = torch.tensor(object_patch_fraction(e, result.scene, cell))
+        predictions.append(e.target_name)
+        on_objects.append(float((fractions * mass).sum() / mass.sum()) if len(mass) else 0.0)
+        chance.append(object_cell_share(result.scene, cell))
+    return SceneSurvey(list(seeds), predictions, on_objects, chance)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -93,6 +144,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out", default="mutual_scene.png")
     parser.add_argument("--model", default="shapes", help="the scene model, or a config JSON of the same kind")
     parser.add_argument("--pretrained", default=None, help="checkpoint for --model (default: the shipped weights)")
+    parser.add_argument("--survey", action="store_true",
+                        help="also explain each of the 16 red-star-and-blue-ring scenes of RED_STAR_BLUE_RING_SEEDS "
+                             "and print where their concepts lie")
     args = parser.parse_args(argv)
     bundle = load_clip(args.model, pretrained=args.pretrained)
     result = explain_scene(args.seed, bundle=bundle, u=args.u)
@@ -110,6 +164,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"Dv: {[d for d, _ in e.visual_descriptors]}")
     print(f"D_y: {e.text_descriptors}")
     print(f"mutual: {e.mutual}  MI {e.mi:.3f}  AUC {e.auc:.3f}")
+    if args.survey:
+        survey = survey_scenes(bundle=bundle, u=args.u)
+        print("survey: seed, prediction, concept mass on object cells, object cells' share (chance)")
+        for row in zip(survey.seeds, survey.predictions, survey.on_objects, survey.chance):
+            print("  {} {:<12} {:.2f} {:.2f}".format(*row))
+        n = len(survey.seeds)
+        print(f"mean over {n} scenes: {sum(survey.on_objects) / n:.3f} on object cells, chance "
+              f"{sum(survey.chance) / n:.3f}; scenes with more than half of the mass on object cells: "
+              f"{sum(v > 0.5 for v in survey.on_objects)}/{n}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""Wall-clock timing shared by the benchmark scripts (CUDA work is synchronised before each reading)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Tuple
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(function: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of ``function()`` takes, queued GPU work included."""
+    sync(device)
+    start = time.perf_counter()
+    function()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def median_clock(function: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of ``function()`` over ``repeats`` calls after one warm-up call."""
+    clock(function, device)
+    return statistics.median(clock(function, device) for _ in range(repeats))
+
+
+def paired(function: Callable[[], object], reference: Callable[[], object], repeats: int,
+           device: torch.device) -> Tuple[float, float]:
+    """Median seconds of ``function`` and median of its ratio to ``reference`` timed right beside it.
+
+    Pairing each run with a reference run keeps the ratio honest when other work
+    shares the machine and the absolute speed drifts.
+    """
+    seconds, ratios = [], []
+    for _ in range(repeats):
+        base = clock(reference, device)
+        took = clock(function, device)
+        seconds.append(took)
+        ratios.append(took / base)
+    return statistics.median(seconds), statistics.median(ratios)
