@@ -24,7 +24,7 @@ from captum_clip.datasets import (
     single_object_classnames,
     to_tensor,
 )
-from captum_clip.datasets.evaluate import HELD_OUT_SEED_START, evaluate_zero_shot
+from captum_clip.datasets.evaluate import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
 from captum_clip.datasets.train_shapes import (
     MAX_RUN_SEED,
     MODEL_CONFIG,
@@ -33,6 +33,7 @@ from captum_clip.datasets.train_shapes import (
     caption_truth,
     class_group_loss,
     class_mentions,
+    model_config,
     multi_positive_clip_loss,
     training_scene_seed,
 )
@@ -182,6 +183,15 @@ def test_training_seeds_stay_below_the_held_out_range():
     assert training_scene_seed(MAX_RUN_SEED, TRAIN_SEED_STRIDE - 1) < HELD_OUT_SEED_START
     with pytest.raises(ValueError):
         training_scene_seed(0, TRAIN_SEED_STRIDE)
+    # Progress checks while training read their own range, far above the reported held-out scenes.
+    assert VALIDATION_SEED_START >= HELD_OUT_SEED_START + 100_000_000
+
+
+def test_model_config_sets_the_pooling_without_touching_the_shipped_config():
+    avg = model_config("avg")
+    assert avg["vision_cfg"]["pool_type"] == "avg" and MODEL_CONFIG["vision_cfg"]["pool_type"] == "tok"
+    assert {k: v for k, v in avg["vision_cfg"].items() if k != "pool_type"} == \
+        {k: v for k, v in MODEL_CONFIG["vision_cfg"].items() if k != "pool_type"}
 
 
 def test_caption_truth_accepts_partial_captions():
