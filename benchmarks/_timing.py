@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Tuple
+from typing import Callable, Iterator, Tuple
 
 import torch
+
+
+def devices(spec: str) -> Iterator[Tuple[torch.device, str]]:
+    """``(device, label)`` for each name of a comma-separated ``spec`` ("cpu,cuda"), skipping CUDA when absent."""
+    for name in spec.split(","):
+        if name == "cuda" and not torch.cuda.is_available():
+            continue
+        device = torch.device(name)
+        yield device, torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 def sync(device: torch.device) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from _timing import median_clock
+from _timing import devices, median_clock
 
 from captum_clip import ZeroShotClassifier, load_clip
 from captum_clip.datasets import generate_scene, single_object_classnames, to_tensor
@@ -122,11 +122,7 @@ def main() -> None:
     lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {machine}, "
              f"{torch.get_num_threads()} CPU threads{load}; model `{args.model}`, bank `{args.descriptors}` "
              f"(D = {len(bank)}), paper hyper-parameters (L = 5, k = 500, 1000 Sinkhorn iterations, u = 50)", ""]
-    for name in args.devices.split(","):
-        if name == "cuda" and not torch.cuda.is_available():
-            continue
-        device = torch.device(name)
-        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    for device, label in devices(args.devices):
         bundle = load_clip(args.model, pretrained=args.pretrained, device=device)
         classifier = ZeroShotClassifier(bundle, single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
         method = MutualConceptAttribution(classifier, bank)

@@ -15,7 +15,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from _timing import paired
+from _timing import devices, paired
 
 from captum_clip import CLIPGradCAM, CLIPIntegratedGradients, ClipBundle, RawCLIPSimilarity, SurgeryCAM, ZeroShotClassifier
 
@@ -65,11 +65,7 @@ def main() -> None:
 
     lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads", ""]
-    for name in args.devices.split(","):
-        if name == "cuda" and not torch.cuda.is_available():
-            continue
-        device = torch.device(name)
-        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    for device, label in devices(args.devices):
         lines += [f"### {label}", "", "| method | setting | seconds | × vanilla forward (median of paired runs) |", "|---|---|---:|---:|"]
         for method, setting, seconds, ratio in run(device, args.repeats, args.batch, args.classes):
             lines.append(f"| {method} | {setting} | {seconds:.3f} | {ratio:.2f} |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,17 @@ TINY_CONFIGS = {
 }
 CLASSNAMES = ["cat", "dog", "red star", "blue ring"]
 TEMPLATES = ["a photo of a {}.", "{}"]
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, then restore the previous setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def golden_dir(name: str) -> Path:

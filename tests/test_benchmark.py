@@ -16,15 +16,13 @@ from captum_clip.metrics.benchmark import (ALL_METRICS, CONCEPT, HIGHER_IS_BETTE
                                            parse_method_spec, pointing_tolerance, shapes_scenes, tolerant_masks)
 from captum_clip.mutual import evaluate_concepts
 
-from .conftest import TINY_CONFIGS
+from .conftest import TINY_CONFIGS, torch_threads
 
 
 @pytest.fixture()
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_tiny_benchmark_end_to_end(tmp_path, capsys, one_thread):

@@ -32,7 +32,7 @@ from captum_clip.metrics import (
 )
 from captum_clip.metrics.quantus_fixes import _calculate_auc_trapezoid, _ScopedPyTorchModel
 
-from .conftest import CLASSNAMES, TEMPLATES
+from .conftest import CLASSNAMES, TEMPLATES, torch_threads
 
 SIZE = 64
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
@@ -71,10 +71,8 @@ def explainer(name: str):
 def one_torch_thread():
     """Quantus runs hundreds of tiny forward passes; on shared, busy cores two intra-op threads make each
     one up to 20x slower than one thread (measured), so this module uses one and restores the setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -398,7 +398,7 @@ def train(args: argparse.Namespace) -> dict:
     config = model_config(args.pool_type)
     model = create_model(config)
     init_positional_embedding(model)
-    image_size = MODEL_CONFIG["vision_cfg"]["image_size"]
+    image_size = config["vision_cfg"]["image_size"]
     init_patch_embedding(
         model, [generate_scene(training_scene_seed(args.seed, i), image_size) for i in range(256)]
     )

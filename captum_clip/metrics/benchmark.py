@@ -182,12 +182,16 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}.")
     image_hw = tuple(data.x.shape[-2:])
+    quantus_metrics = [m for m in metrics if m not in CONCEPT]
+    # Ground truth per metric, shared by every method: the tolerant Pointing Game reads dilated masks.
+    masks = {m: tolerant_masks(data.s, pointing_tolerance(image_hw)) if m in TOLERANT else data.s
+             for m in quantus_metrics}
+    has_concepts = {method: parse_method_spec(method)[0] in CONCEPT_METHODS for method in methods}
     rows = []
     cells = tqdm(total=sum(1 for method in methods for metric in metrics
-                           if metric not in CONCEPT or parse_method_spec(method)[0] in CONCEPT_METHODS),
+                           if metric not in CONCEPT or has_concepts[method]),
                  desc="benchmark", disable=not progress)
     for method in methods:
-        quantus_metrics = [m for m in metrics if m not in CONCEPT]
         explainer = _explainer(method, seed, ig_steps)
         start = time.perf_counter()
         attributions = _explain_all(explainer, classifier, data, device, batch_size) if quantus_metrics else None
@@ -195,7 +199,7 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
         concepts = None
         for metric_name in metrics:
             if metric_name in CONCEPT:
-                if parse_method_spec(method)[0] not in CONCEPT_METHODS:
+                if not has_concepts[method]:
                     continue
                 cells.set_postfix_str(f"{method} / {metric_name}")
                 start = time.perf_counter()
@@ -210,13 +214,12 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
             start = time.perf_counter()
             quantus_name = TOLERANT.get(metric_name, metric_name)
             metric = make_metric(quantus_name, **metric_settings(quantus_name, image_hw))
-            masks = tolerant_masks(data.s, pointing_tolerance(image_hw)) if metric_name in TOLERANT else data.s
             if metric_name in RANDOMISATION:
                 subset = slice(0, mprt_samples)
                 scores = evaluate_metric(metric, classifier, data.x[subset], data.y[subset], s_batch=data.s[subset],
                                          explain_func=explainer, device=device, batch_size=batch_size)
             else:
-                scores = evaluate_metric(metric, classifier, data.x, data.y, s_batch=masks,
+                scores = evaluate_metric(metric, classifier, data.x, data.y, s_batch=masks[metric_name],
                                          a_batch=attributions, explain_func=explainer, device=device,
                                          batch_size=batch_size)
             rows.append({

@@ -27,8 +27,9 @@ from .figure import save_concept_figure
 from .results import MutualExplanation
 from .scene_bank import scene_descriptor_bank
 
-__all__ = ["RED_STAR_BLUE_RING_SEED", "RED_STAR_BLUE_RING_SEEDS", "SceneExplanation", "SceneSurvey", "explain_scene",
-           "find_scene_seeds", "object_cell_share", "object_patch_fraction", "survey_scenes", "main"]
+__all__ = ["RED_STAR_BLUE_RING_SEED", "RED_STAR_BLUE_RING_SEEDS", "SceneExplanation", "SceneSurvey",
+           "concept_mass_on_objects", "explain_scene", "find_scene_seeds", "object_cell_share", "object_patch_fraction",
+           "survey_scenes", "main"]
 
 #: A two-object scene of the generator holding exactly a red star and a blue ring.
 RED_STAR_BLUE_RING_SEED = 3888
@@ -96,6 +97,15 @@ def _object_cells(scene: Scene, cell: int) -> torch.Tensor:
     return cells.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[: objects.shape[-2], : objects.shape[-1]]
 
 
+def concept_mass_on_objects(explanation: MutualExplanation, scene: Scene, cell: int) -> float:
+    """Share of all concept pixels that lie on grid cells touching an object (0 when there is no concept)."""
+    mass = torch.tensor([float(m.sum()) for m in explanation.masks])
+    if not len(mass):
+        return 0.0
+    fractions = torch.tensor(object_patch_fraction(explanation, scene, cell))
+    return float((fractions * mass).sum() / mass.sum())
+
+
 def find_scene_seeds(objects: Sequence[str], start: int, stop: int, image_size: int = 64) -> List[int]:
     """Seeds in ``[start, stop)`` whose two-object scene holds exactly ``objects`` (e.g. a red star and a blue ring)."""
     wanted = sorted(objects)
@@ -121,18 +131,16 @@ def survey_scenes(seeds: Sequence[int] = RED_STAR_BLUE_RING_SEEDS, bundle: Optio
                   u: int = 8) -> SceneSurvey:
     """Explain each scene alone and measure where its concepts lie.
 
-    ``on_objects`` is the concept-mass-weighted mean of :func:`object_patch_fraction`; ``chance`` is
+    ``on_objects`` is :func:`concept_mass_on_objects`; ``chance`` is
     :func:`object_cell_share`, what concepts placed without looking at the image would get.
     """
     bundle = bundle or load_clip("shapes")
     predictions, on_objects, chance = [], [], []
     for seed in seeds:
         result = explain_scene(seed, bundle=bundle, u=u)
-        e, cell = result.explanation, result.method.tower.cell_size[0]
-        mass = torch.tensor([float(m.sum()) for m in e.masks])
-        fractions = torch.tensor(object_patch_fraction(e, result.scene, cell))
-        predictions.append(e.target_name)
-        on_objects.append(float((fractions * mass).sum() / mass.sum()) if len(mass) else 0.0)
+        cell = result.method.tower.cell_size[0]
+        predictions.append(result.explanation.target_name)
+        on_objects.append(concept_mass_on_objects(result.explanation, result.scene, cell))
         chance.append(object_cell_share(result.scene, cell))
     return SceneSurvey(list(seeds), predictions, on_objects, chance)
 

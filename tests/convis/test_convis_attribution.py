@@ -20,7 +20,7 @@ from captum_clip.convis.frames import map_to_input_frame, normalised_to_uint8, s
 from captum_clip.convis.vocabulary import ConceptVocabulary
 from captum_clip.convis.windows import WindowConfig
 
-from ..conftest import assert_unchanged, images_for, snapshot
+from ..conftest import assert_unchanged, images_for, snapshot, torch_threads
 
 SYNSETS = ["dog.n.01", "cat.n.01", "cup.n.01", "car.n.01", "circle.n.01", "star.n.05", "tiger.n.02"]
 SMALL_WINDOWS = WindowConfig(image_size=32, sizes=(16, 8), stride=8, pad=8)
@@ -28,10 +28,8 @@ SMALL_WINDOWS = WindowConfig(image_size=32, sizes=(16, 8), stride=8, pad=8)
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from captum_clip.convis.vocabulary import ConceptVocabulary
 from captum_clip.convis.windows import WindowConfig
 from captum_clip.datasets import COLORS, SHAPES
 
-from ..conftest import TINY_CONFIGS
+from ..conftest import TINY_CONFIGS, torch_threads
 
 SMALL_WINDOWS = WindowConfig(image_size=32, sizes=(16, 8), stride=8, pad=8)
 
@@ -47,10 +47,8 @@ SHAPE_GLOSS_WORDS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

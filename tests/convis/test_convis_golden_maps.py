@@ -18,6 +18,8 @@ from captum_clip.convis.concept_maps import ConceptMapper, WindowRanks
 from captum_clip.convis.encoders import pil_preprocess_image_encoder
 from captum_clip.convis.ranks import similarity_ranks
 
+from ..conftest import torch_threads
+
 IMAGES = ["chelsea", "coffee"]
 EMBEDDED = "chelsea"
 
@@ -35,12 +37,8 @@ def window_ranks(mapper, convis_golden_dir, golden_case):
     # One intra-op thread while embedding: on a busy 2-core runner, OpenMP spin-waiting made these 730 small
     # preprocess + forward passes 2-3x slower with two threads. Results differ at most by rounding, which the
     # README tolerances below cover.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         out = {EMBEDDED: mapper.window_ranks(Image.open(convis_golden_dir / f"{EMBEDDED}.png"))}
-    finally:
-        torch.set_num_threads(threads)
     for image in IMAGES:
         if image != EMBEDDED:
             case = golden_case(image)

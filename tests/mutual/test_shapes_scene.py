@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from captum_clip.loading import BUILTIN_MODELS
-from captum_clip.mutual.scene_example import (RED_STAR_BLUE_RING_SEED, explain_scene, object_cell_share,
-                                              object_patch_fraction)
+from captum_clip.mutual.scene_example import (RED_STAR_BLUE_RING_SEED, concept_mass_on_objects, explain_scene,
+                                              object_cell_share)
 
 pytestmark = pytest.mark.skipif(not BUILTIN_MODELS["shapes"][1].is_file(), reason="shipped scene model not built")
 
@@ -27,9 +27,7 @@ def test_concepts_fall_on_the_objects(result):
     masks = e.masks
     # Concepts are whole 8x8 cells: most of their mass is on cells that touch an object (0.77 with the shipped
     # model, docs/mutual.md), twice the object cells' share of the image (0.34)...
-    fractions = object_patch_fraction(e, scene, cell=8)
-    mass = torch.tensor([float(m.sum()) for m in masks])
-    on_objects = float((torch.tensor(fractions) * mass).sum() / mass.sum())
+    on_objects = concept_mass_on_objects(e, scene, cell=8)
     assert on_objects >= 0.7 and on_objects >= 2 * object_cell_share(scene, cell=8)
     # ...the predicted object is mostly covered by them, and the other one is touched (the shipped model covers
     # 0.17 of the star's pixels, docs/mutual.md).
