@@ -2,14 +2,14 @@
 # Recompute every published result that depends on the shipped `shapes` model, in the order the docs cite them.
 # Run it after retraining the model (python -m captum_clip.datasets.train_shapes --out DIR, then copy
 # DIR/shapes.json and DIR/shapes.safetensors into captum_clip/assets/). Needs the package installed (.venv).
-# On the project's 2-core CPU machine it takes about an hour; pass step names to run only some of them:
-#   bash scripts/shapes_results.sh accuracy demo localisation concepts faithfulness mutual bench_mutual convis
+# On the project's 2-core CPU machine it takes about 20 minutes; pass step names to run only some of them:
+#   bash scripts/shapes_results.sh accuracy demo localisation concepts faithfulness mutual bench_mutual convis bench_convis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$PWD/.venv/bin:$PATH"
 export HF_HUB_OFFLINE=1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(accuracy demo localisation concepts faithfulness mutual bench_mutual convis)
+[ ${#steps[@]} -eq 0 ] && steps=(accuracy demo localisation concepts faithfulness mutual bench_mutual convis bench_convis)
 
 for step in "${steps[@]}"; do
   echo "== $step"
@@ -38,6 +38,8 @@ for step in "${steps[@]}"; do
       OMP_NUM_THREADS=1 captum-clip convis-wsol --scenes 100 --figure docs/figures/convis_scenes.png
       OMP_NUM_THREADS=1 captum-clip convis-wsol --scenes 100 --pad-fill gray
       OMP_NUM_THREADS=1 captum-clip convis-ood ;;
+    bench_convis)  # benchmarks/results_convis.md, docs/convis.md (speeds depend on the model's size, not its weights)
+      python benchmarks/bench_convis.py --out benchmarks/results_convis.md ;;
     *)
       echo "unknown step $step" >&2; exit 2 ;;
   esac

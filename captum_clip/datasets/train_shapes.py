@@ -55,7 +55,7 @@ MODEL_CONFIG: dict = {
         "image_size": 64,
         "patch_size": 8,
         "width": 64,
-        "layers": 8,
+        "layers": 6,
         "head_width": 16,
         "mlp_ratio": 4.0,
         "pool_type": "tok",
@@ -291,10 +291,13 @@ class SceneBatches(IterableDataset):
 # --------------------------------------------------------------------------
 
 
-def model_config(pool_type: str = MODEL_CONFIG["vision_cfg"]["pool_type"]) -> dict:
-    """:data:`MODEL_CONFIG` with the image tower pooling ``pool_type`` (``"tok"``: CLS, ``"avg"``: patch mean)."""
+def model_config(pool_type: str = MODEL_CONFIG["vision_cfg"]["pool_type"],
+                 vision_layers: int = MODEL_CONFIG["vision_cfg"]["layers"]) -> dict:
+    """:data:`MODEL_CONFIG` with the image tower pooling ``pool_type`` (``"tok"``: CLS, ``"avg"``: patch mean)
+    and ``vision_layers`` transformer blocks."""
     config = json.loads(json.dumps(MODEL_CONFIG))
     config["vision_cfg"]["pool_type"] = pool_type
+    config["vision_cfg"]["layers"] = vision_layers
     return config
 
 
@@ -395,7 +398,7 @@ def train(args: argparse.Namespace) -> dict:
     """Train, save and evaluate; returns a summary dict (also printed by :func:`main`)."""
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    config = model_config(args.pool_type)
+    config = model_config(args.pool_type, args.vision_layers)
     model = create_model(config)
     init_positional_embedding(model)
     image_size = config["vision_cfg"]["image_size"]
@@ -466,13 +469,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=1,
                         help="DataLoader processes generating scenes (1 overlaps generation with the training step)")
-    parser.add_argument("--steps", type=int, default=1650, help="optimiser steps (the cosine schedule length)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (the cosine schedule length)")
     parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=50, help="linear warmup steps")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--single-object-fraction", type=float, default=0.4,
                         help="share of training scenes holding one object (the rest hold 2 or 3)")
+    parser.add_argument("--vision-layers", type=int, default=MODEL_CONFIG["vision_cfg"]["layers"],
+                        help="transformer blocks of the image tower")
     parser.add_argument("--pool-type", choices=("tok", "avg"), default=MODEL_CONFIG["vision_cfg"]["pool_type"],
                         help="image embedding: the CLS token (tok) or the mean of the patch tokens (avg)")
     parser.add_argument("--class-loss-weight", type=float, default=0.3,
