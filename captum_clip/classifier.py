@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import require_finite
 from .loading import ClipBundle
 from .templates import SURGERY_TEMPLATES
 from .towers import VisionTower, vision_tower
 
 #: Prompts encoded per text-tower call, bounding memory for large label sets.
 TEXT_CHUNK = 256
+
+#: Free-text embeddings kept per classifier (least recently used go first); class names are always kept.
+FREE_TEXT_CACHE = 1024
+
+
+def _check_templates(templates) -> list:
+    if isinstance(templates, str):
+        raise ValueError(f"templates must be a list of strings, not a single string; wrap it: [{templates!r}].")
+    templates = list(templates)
+    if not templates:
+        raise ValueError("templates is empty: give at least one prompt template such as 'a photo of a {}.'.")
+    for template in templates:
+        if not isinstance(template, str) or "{}" not in template:
+            raise ValueError(f"template {template!r} must contain '{{}}' once, where the class name goes, "
+                             "e.g. 'a photo of a {}.'.")
+        try:
+            template.format("x")
+        except (IndexError, KeyError, ValueError) as error:
+            raise ValueError(
+                f"template {template!r} does not format with one class name ({type(error).__name__}: {error}); "
+                "use exactly one '{}' and write literal braces as '{{' and '}}'."
+            ) from None
+    return templates
 
 
 class ZeroShotClassifier(nn.Module):
@@ -49,20 +75,29 @@ class ZeroShotClassifier(nn.Module):
         logit_scale: Optional[float] = None,
     ):
         super().__init__()
+        if not isinstance(bundle, ClipBundle):
+            hint = (" Pass the bundle itself, not bundle.model." if isinstance(bundle, nn.Module) else "")
+            raise TypeError(
+                f"ZeroShotClassifier needs the ClipBundle returned by captum_clip.load_clip (it holds the model, "
+                f"its tokenizer and its preprocessing); got {type(bundle).__name__}.{hint}"
+            )
         if isinstance(classnames, str):
             raise ValueError("classnames must be a list of strings, not a single string; wrap it: [name].")
         classnames = list(classnames)
         if not classnames:
             raise ValueError("classnames is empty: give at least one class name or text query.")
-        if not all(isinstance(name, str) and name.strip() for name in classnames):
-            raise ValueError(f"classnames must be non-empty strings; got {classnames!r}.")
+        bad = [name for name in classnames if not isinstance(name, str) or not name.strip()]
+        if bad:
+            raise ValueError(f"classnames must be non-empty strings; got {bad[0]!r} in {classnames!r}.")
         if len(set(classnames)) != len(classnames):
             raise ValueError("classnames contains duplicates; each class needs a distinct name.")
         if templates is None:
             templates = bundle.templates or SURGERY_TEMPLATES
-        templates = list(templates)
-        if not templates or not all("{}" in t for t in templates):
-            raise ValueError("templates must be a non-empty list of strings that each contain '{}'.")
+        templates = _check_templates(templates)
+        if logit_scale is not None and (isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float))
+                                        or not math.isfinite(logit_scale) or logit_scale <= 0):
+            raise ValueError(f"logit_scale must be a finite positive number (e.g. 100.0, or 1.0 for plain cosines); "
+                             f"got {logit_scale!r}.")
 
         self.bundle = bundle
         self.model = bundle.model
@@ -70,9 +105,12 @@ class ZeroShotClassifier(nn.Module):
         self.tower: VisionTower = vision_tower(bundle.model)
         self.classnames = classnames
         self.templates = templates
-        self._text_cache: Dict[str, Tensor] = {}
+        self._text_cache: "OrderedDict[str, Tensor]" = OrderedDict()
         if logit_scale is None:
             logit_scale = float(bundle.model.logit_scale.detach().exp()) if hasattr(bundle.model, "logit_scale") else 1.0
+            if not math.isfinite(logit_scale) or logit_scale <= 0:
+                raise ValueError(f"the model's learnt logit_scale.exp() is {logit_scale!r}; pass logit_scale= "
+                                 "explicitly (e.g. 100.0).")
         self.logit_scale = logit_scale
         self.register_buffer("text_features", self.encode_text(classnames), persistent=False)
         # Mirror the model's mode without calling .eval(), which would change the user's model.
@@ -89,7 +127,12 @@ class ZeroShotClassifier(nn.Module):
         The empty string is allowed: it gives CLIP Surgery's redundant feature
         (e.g. ``'a bad photo of a .'`` averaged over the templates).
         """
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        found: Dict[str, Tensor] = {}
+        for text in dict.fromkeys(texts):
+            if text in self._text_cache:
+                self._text_cache.move_to_end(text)
+                found[text] = self._text_cache[text]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             prompts = [template.format(text) for text in missing for template in self.templates]
             device = next(self.model.parameters()).device
@@ -97,10 +140,20 @@ class ZeroShotClassifier(nn.Module):
                 self.model.encode_text(self.tokenizer(prompts[i:i + TEXT_CHUNK]).to(device)).float()
                 for i in range(0, len(prompts), TEXT_CHUNK)
             ])
+            require_finite(features, "the text tower's prompt embeddings")
             features = F.normalize(features, dim=-1).reshape(len(missing), len(self.templates), -1)
             ensembles = F.normalize(features.mean(dim=1), dim=-1)
+            found.update(zip(missing, ensembles))
             self._text_cache.update(zip(missing, ensembles))
-        return torch.stack([self._text_cache[t] for t in texts]).to(self._feature_device())
+            self._evict_free_texts()
+        return torch.stack([found[t] for t in texts]).to(self._feature_device())
+
+    def _evict_free_texts(self) -> None:
+        # Free-text queries (CLI, Quantus, evaluation) would otherwise grow the cache without bound.
+        classes = set(getattr(self, "classnames", ()))
+        free = [t for t in self._text_cache if t not in classes]
+        for text in free[:max(len(free) - FREE_TEXT_CACHE, 0)]:
+            del self._text_cache[text]
 
     def _feature_device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -122,7 +175,7 @@ class ZeroShotClassifier(nn.Module):
 
     def image_features(self, images: Tensor) -> Tensor:
         """Unit-norm pooled image embeddings ``(N, E)`` at any input size."""
-        return F.normalize(self.tower.encode(images).float(), dim=-1)
+        return F.normalize(require_finite(self.tower.encode(images).float(), "the image embedding"), dim=-1)
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``(N, K)`` = ``logit_scale`` x cosine(image, class embedding)."""

@@ -10,6 +10,7 @@ from typing import List, Optional
 import torch
 from PIL import Image
 
+from .argtypes import positive_int
 from .classifier import ZeroShotClassifier
 from .loading import load_clip
 from .methods import DISPLAY_NAMES, METHODS, build_method, maps_for_targets
@@ -18,6 +19,8 @@ from .viz import save_overlay, to_display_images
 
 def _method_names(values: List[str]) -> List[str]:
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise SystemExit(f"captum-clip: --method is empty; name at least one of {', '.join(METHODS)}.")
     unknown = [name for name in names if name not in METHODS]
     if unknown:
         raise SystemExit(f"captum-clip: unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}.")
@@ -31,10 +34,30 @@ def _open_image(path: str) -> Image.Image:
         raise SystemExit(f"captum-clip: cannot read image {path}: {error}")
 
 
+def _load(args: argparse.Namespace):
+    """The bundle named by ``--model`` / ``--pretrained``, with errors that say which flag to change."""
+    if args.model == "shapes" and not getattr(args, "model_given", True):
+        print("captum-clip: no --model given: using the shipped 'shapes' scene model (pass --model NAME "
+              "--pretrained FILE for another)", file=sys.stderr)
+    try:
+        return load_clip(args.model, pretrained=args.pretrained, device=args.device)
+    except (ValueError, FileNotFoundError) as error:
+        hint = ""
+        if args.pretrained is not None and args.model == "shapes":
+            hint = (" --model defaults to the shipped 'shapes' model; pass --model with the architecture the "
+                    "checkpoint was trained for (e.g. --model ViT-B-16).")
+        raise SystemExit(f"captum-clip: {error}{hint}") from None
+
+
 def render(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, queries: List[str], methods: List[str],
-           out: str, title: str) -> Path:
-    """Maps of every query with every method for one image ``(1, 3, H, W)``, written as an overlay figure."""
-    maps = {DISPLAY_NAMES[name]: maps_for_targets(build_method(name, classifier), image, queries).cpu()
+           out: str, title: str, attribute_kwargs: Optional[dict] = None) -> Path:
+    """Maps of every query with every method for one image ``(1, 3, H, W)``, written as an overlay figure.
+
+    ``attribute_kwargs``: per method name, extra ``attribute()`` options (e.g. IG's ``n_steps``).
+    """
+    attribute_kwargs = attribute_kwargs or {}
+    maps = {DISPLAY_NAMES[name]: maps_for_targets(build_method(name, classifier), image, queries,
+                                                  **attribute_kwargs.get(name, {})).cpu()
             for name in methods}
     with torch.no_grad():
         probabilities = classifier(image).softmax(-1)[0].cpu()
@@ -96,7 +119,7 @@ def explain(args: argparse.Namespace) -> Path:
     if not args.text:
         raise SystemExit("captum-clip: give at least one query with --text.")
     methods = _method_names(args.method or ["surgery"])
-    bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
+    bundle = _load(args)
     image = bundle.preprocess(_open_image(args.image)).unsqueeze(0).to(bundle.device)
     classifier = ZeroShotClassifier(bundle, args.text)
     if "convis" in methods:
@@ -105,7 +128,8 @@ def explain(args: argparse.Namespace) -> Path:
     overlay_methods = [name for name in methods if name != "mutual"]
     path = None
     if overlay_methods:
-        path = render(bundle, classifier, image, args.text, overlay_methods, args.out, title)
+        ig = {"ig": {"n_steps": args.ig_steps, "internal_batch_size": args.ig_batch_size}}
+        path = render(bundle, classifier, image, args.text, overlay_methods, args.out, title, ig)
     if "mutual" in methods:
         out = Path(args.out)
         if overlay_methods:
@@ -145,7 +169,7 @@ def benchmark(args: argparse.Namespace) -> Path:
     if unknown:
         raise SystemExit(f"captum-clip: unknown method {unknown[0]!r}; choose from {', '.join([*METHODS, 'random'])}.")
     metrics = [m.strip() for m in ",".join(args.metrics or ALL_METRICS).split(",") if m.strip()]
-    bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
+    bundle = _load(args)
     classifier = ZeroShotClassifier(bundle, single_object_classnames())
     data = shapes_scenes(classifier, args.n, seed=args.seed)
     rows = run_benchmark(classifier, data, methods, metrics, device=str(bundle.device), batch_size=args.batch_size,
@@ -169,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="a query; repeat for several (convis: a WordNet noun synset such as dog.n.01)")
     explain_parser.add_argument("--method", action="append", default=[],
                                 help=f"one of {', '.join(METHODS)}; repeat or comma-separate (default: surgery)")
-    explain_parser.add_argument("--model", default="shapes", help="open_clip model name or config JSON")
+    explain_parser.add_argument("--model", default=None,
+                                help="open_clip model name or config JSON (default: the shipped 'shapes' model)")
     explain_parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
     explain_parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
@@ -177,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="mutual only: descriptor bank, a {class: [descriptors]} JSON file, 'shapes' "
                                      "(the scene model's bank) or 'wordnet' (generated from WordNet for the --text "
                                      "classes); default: 'shapes' for the shapes model, else 'wordnet'")
+    explain_parser.add_argument("--ig-steps", type=positive_int, default=50, help="ig only: path steps (50)")
+    explain_parser.add_argument("--ig-batch-size", type=positive_int, default=16,
+                                help="ig only: path points per forward-backward pass; bounds memory (16)")
     explain_parser.set_defaults(run=explain)
 
     demo_parser = commands.add_parser("demo", help="explain a generated scene with the shipped model, offline")
@@ -195,14 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated; constructor options as method:key=value (e.g. "
                             "surgery:redundancy=empty); default: surgery, clip, gradcam, ig, random")
     bench.add_argument("--metrics", action="append", default=[], help="comma-separated Quantus metric names")
-    bench.add_argument("--n", type=int, default=200, help="number of held-out scenes")
+    bench.add_argument("--n", type=positive_int, default=200, help="number of held-out scenes")
     bench.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed")
     bench.add_argument("--model", default="shapes")
     bench.add_argument("--pretrained", default=None)
     bench.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
-    bench.add_argument("--batch-size", type=int, default=50)
-    bench.add_argument("--mprt-samples", type=int, default=16, help="scenes for the (costly) MPRT check")
-    bench.add_argument("--ig-steps", type=int, default=50)
+    bench.add_argument("--batch-size", type=positive_int, default=50)
+    bench.add_argument("--mprt-samples", type=positive_int, default=16, help="scenes for the (costly) MPRT check")
+    bench.add_argument("--ig-steps", type=positive_int, default=50)
     bench.add_argument("--out-dir", default="benchmark_results")
     bench.set_defaults(run=benchmark)
 
@@ -214,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "model", "") is None:
+        args.model, args.model_given = "shapes", False
     args.run(args)
     return 0
 

@@ -12,13 +12,6 @@ from .classifier import ZeroShotClassifier
 from .mutual import MutualConceptAttribution
 
 
-def _surgery(classifier: ZeroShotClassifier, redundancy: str = "auto", **options) -> SurgeryCAM:
-    # A single query has no label set to estimate the redundancy from.
-    if redundancy == "auto":
-        redundancy = "labelset" if classifier.num_classes > 1 else "empty"
-    return SurgeryCAM(classifier, redundancy=redundancy, **options)
-
-
 def _mutual(classifier: ZeroShotClassifier, descriptors=None, **options) -> MutualConceptAttribution:
     # descriptors=None: the bank generated from WordNet for the classifier's class names, except for the shipped
     # scene model, which only knows colour and shape words: it gets the scene bank, with u = a class's share of it.
@@ -45,7 +38,7 @@ def _convis(classifier: ZeroShotClassifier, **options) -> Attribution:
 
 #: name -> factory(classifier, **options)
 METHODS: Dict[str, Callable[..., Attribution]] = {
-    "surgery": _surgery,
+    "surgery": SurgeryCAM,
     "clip": RawCLIPSimilarity,
     "gradcam": CLIPGradCAM,
     "ig": CLIPIntegratedGradients,
@@ -65,10 +58,10 @@ def build_method(name: str, classifier: ZeroShotClassifier, **options) -> Attrib
     return METHODS[name](classifier, **options)
 
 
-def maps_for_targets(method: Attribution, image: Tensor, targets: Sequence) -> Tensor:
+def maps_for_targets(method: Attribution, image: Tensor, targets: Sequence, **attribute_kwargs) -> Tensor:
     """One map per target for a single image ``(1, 3, H, W)``: ``(len(targets), H, W)``.
 
     The image is batched once per target, so every method (forward-only or
     gradient) answers all targets in one ``attribute`` call.
     """
-    return method.attribute(image.expand(len(targets), -1, -1, -1), target=list(targets))[:, 0]
+    return method.attribute(image.expand(len(targets), -1, -1, -1), target=list(targets), **attribute_kwargs)[:, 0]

@@ -68,12 +68,30 @@ def overlay_figure(
     return figure
 
 
-def save_overlay(path: Union[str, Path], *args, **kwargs) -> Path:
-    """:func:`overlay_figure` written to ``path`` (format from the suffix)."""
+def save_figure(figure, path: Union[str, Path]) -> Path:
+    """Write a matplotlib figure and return the path of the file it actually wrote.
+
+    The format comes from the suffix; a path without one gets ``.png`` (matplotlib would append it silently,
+    and a caller reporting ``path`` would name a file that does not exist).
+
+    Raises:
+        ValueError: a suffix that matplotlib cannot write.
+    """
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    supported = figure.canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in supported:
+        raise ValueError(f"cannot write a figure as {path.suffix!r} ({path}); use one of "
+                         f"{', '.join('.' + s for s in sorted(supported))}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    overlay_figure(*args, **kwargs).savefig(path)
+    figure.savefig(path)
     return path
 
 
-__all__ = ["overlay_figure", "save_overlay", "to_display_images"]
+def save_overlay(path: Union[str, Path], *args, **kwargs) -> Path:
+    """:func:`overlay_figure` written to ``path``; returns the path written (see :func:`save_figure`)."""
+    return save_figure(overlay_figure(*args, **kwargs), path)
+
+
+__all__ = ["overlay_figure", "save_figure", "save_overlay", "to_display_images"]

@@ -62,7 +62,8 @@ def test_bad_classifier_arguments(tiny_bundles):
         ZeroShotClassifier(bundle, ["cat"], templates=["a photo"])
     one = ZeroShotClassifier(bundle, ["cat"], TEMPLATES)
     with pytest.raises(ValueError, match="redundancy='empty'"):
-        SurgeryCAM(one)
+        SurgeryCAM(one, redundancy="labelset")
+    assert SurgeryCAM(one).redundancy_mode == "empty"  # "auto": a single query has no label set
     with pytest.raises(ValueError, match="redundancy must be one of"):
         SurgeryCAM(one, redundancy="mean")
     with pytest.raises(ValueError, match="ZeroShotClassifier"):

@@ -11,7 +11,8 @@ from torch import Tensor
 from ..classifier import ZeroShotClassifier
 from .maps import upsample_to_input
 from .token_similarity import check_classifier
-from .validation import TargetLike, check_images, resolve_to_indices, unpack_inputs
+from ..errors import require_finite
+from .validation import TargetLike, check_images, gradient_ready, resolve_to_indices, unpack_inputs
 
 
 class CLIPGradCAM(LayerAttribution, GradientAttribution):
@@ -54,14 +55,15 @@ class CLIPGradCAM(LayerAttribution, GradientAttribution):
             Tensor: ``(N, 1, H, W)`` (or ``(N, 1, gh, gw)``), not normalised.
         """
         images, is_tuple = unpack_inputs(inputs)
-        images = check_images(images, self.tower.cell_size)
+        images = gradient_ready(check_images(images, self.tower.cell_size), type(self).__name__)
         classifier, indices = resolve_to_indices(target, images, self.classifier)
         grid = self.tower.grid_shape(tuple(images.shape[-2:]))
         gradients, activations = compute_layer_gradients_and_eval(
             classifier, self.layer, images, indices, attribute_to_layer_input=self.tower.gradcam_on_input,
         )
-        gradients = self.tower.activation_to_grid(gradients[0], grid)
-        activations = self.tower.activation_to_grid(activations[0], grid)
+        gradients = self.tower.activation_to_grid(require_finite(gradients[0], "CLIPGradCAM: the layer gradients"), grid)
+        activations = self.tower.activation_to_grid(require_finite(activations[0], "CLIPGradCAM: the layer activations"),
+                                                    grid)
         weights = gradients.mean(dim=(-2, -1), keepdim=True)
         cam = (weights * activations).sum(dim=1, keepdim=True).detach().float()
         if relu_attributions:

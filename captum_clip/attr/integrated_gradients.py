@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Union
+
+import torch
 
 from captum.attr import GradientAttribution, IntegratedGradients
 from captum.log import log_usage
@@ -10,9 +13,15 @@ from torch import Tensor
 
 from ..classifier import ZeroShotClassifier
 from .token_similarity import check_classifier
-from .validation import TargetLike, check_images, resolve_to_indices, unpack_inputs
+from ..errors import require_finite
+from .validation import TargetLike, check_images, gradient_ready, resolve_to_indices, unpack_inputs
 
 CHANNEL_REDUCTIONS = ("abs_sum", "sum")
+
+#: Path points per forward-backward pass by default: bounds memory for any ``N x n_steps``.
+DEFAULT_INTERNAL_BATCH_SIZE = 16
+
+BaselineLike = Union[None, Tensor, float]
 
 
 class CLIPIntegratedGradients(GradientAttribution):
@@ -36,32 +45,83 @@ class CLIPIntegratedGradients(GradientAttribution):
         self.classifier = classifier
         self.channel_reduction = channel_reduction
 
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        # Captum's IG multiplies the path-averaged gradients by (inputs - baselines).
+        return True
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
     @log_usage()
-    def attribute(self, inputs: Tensor, target: TargetLike = None, baselines: Optional[Tensor] = None,
-                  n_steps: int = 50, internal_batch_size: Optional[int] = None) -> Tensor:
+    def attribute(self, inputs: Tensor, target: TargetLike = None, baselines: BaselineLike = None,
+                  n_steps: int = 50, internal_batch_size: Optional[int] = DEFAULT_INTERNAL_BATCH_SIZE,
+                  return_convergence_delta: bool = False):
         r"""Integrated Gradients maps.
 
         Args:
             inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)``.
             target (int, list, Tensor, str, list[str] or None): class indices or names, or
                 free texts; ``None`` uses the predicted class.
-            baselines (Tensor, optional): ``(N, 3, H, W)`` or ``(1, 3, H, W)``; default zeros,
-                i.e. the dataset-mean image in normalised space.
+            baselines (Tensor or float, optional): ``(N, 3, H, W)``, ``(1, 3, H, W)`` or ``(3, H, W)``
+                tensors, or one number for every pixel; default zeros, i.e. the dataset-mean image in
+                normalised space.
             n_steps (int): Riemann steps along the path (default 50).
-            internal_batch_size (int, optional): path points per forward pass.
+            internal_batch_size (int, optional): path points per forward-backward pass (default 16), which
+                bounds memory at 16 images' activations whatever ``N x n_steps`` is; None evaluates all
+                ``N x n_steps`` points at once (Captum's default; fast, but ``N x n_steps`` images' activations).
+            return_convergence_delta (bool): also return Captum's completeness error per image,
+                ``sum(attributions over RGB) - (logit(x) - logit(baseline))``, computed on the per-channel
+                attributions before the channel reduction.
 
         Returns:
-            Tensor: ``(N, 1, H, W)`` channel-reduced attributions, not normalised.
+            Tensor (or a 1-tuple if ``inputs`` was a tuple): ``(N, 1, H, W)`` channel-reduced
+            attributions, not normalised; with ``return_convergence_delta=True``, ``(maps, delta)``
+            with ``delta`` of shape ``(N,)``.
         """
         images, is_tuple = unpack_inputs(inputs)
-        images = check_images(images)
+        images = gradient_ready(check_images(images, self.classifier.tower.cell_size), type(self).__name__)
+        _check_steps(n_steps, internal_batch_size)
+        baselines = _check_baselines(baselines, images)
         classifier, indices = resolve_to_indices(target, images, self.classifier)
-        if baselines is not None and (not isinstance(baselines, Tensor) or baselines.shape[1:] != images.shape[1:]):
-            raise ValueError(f"baselines must be a tensor shaped like one input image {tuple(images.shape[1:])}.")
-        attributions = IntegratedGradients(classifier).attribute(
+        result = IntegratedGradients(classifier).attribute(
             images, baselines=baselines, target=indices, n_steps=n_steps, internal_batch_size=internal_batch_size,
-        ).detach()
+            return_convergence_delta=return_convergence_delta,
+        )
+        attributions, delta = result if return_convergence_delta else (result, None)
+        attributions = require_finite(attributions.detach(), "CLIPIntegratedGradients: the attributions")
         if self.channel_reduction == "abs_sum":
             attributions = attributions.abs()
         maps = attributions.sum(dim=1, keepdim=True).float()
-        return (maps,) if is_tuple else maps
+        maps = (maps,) if is_tuple else maps
+        return (maps, delta.detach()) if return_convergence_delta else maps
+
+
+def _check_steps(n_steps, internal_batch_size) -> None:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer (e.g. 50); got {n_steps!r}.")
+    if internal_batch_size is not None and (isinstance(internal_batch_size, bool)
+                                            or not isinstance(internal_batch_size, int) or internal_batch_size < 1):
+        raise ValueError(f"internal_batch_size must be a positive integer or None; got {internal_batch_size!r}.")
+
+
+def _check_baselines(baselines: BaselineLike, images: Tensor) -> Union[Tensor, float, None]:
+    if baselines is None:
+        return None
+    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
+        if not math.isfinite(baselines):
+            raise ValueError(f"a number baseline must be finite; got {baselines!r}.")
+        return float(baselines)
+    if not isinstance(baselines, Tensor):
+        raise ValueError(f"baselines must be None, a number or a tensor shaped like the inputs; got "
+                         f"{type(baselines).__name__}.")
+    if baselines.dim() == 3:
+        baselines = baselines.unsqueeze(0)
+    if baselines.dim() != 4 or baselines.shape[1:] != images.shape[1:] or baselines.shape[0] not in (1, images.shape[0]):
+        raise ValueError(
+            f"baselines of shape {tuple(baselines.shape)} do not fit inputs of shape {tuple(images.shape)}: give "
+            f"(N, 3, H, W), (1, 3, H, W) or (3, H, W) with the inputs' channels and size."
+        )
+    if not baselines.is_floating_point() or not torch.isfinite(baselines).all():
+        raise ValueError("baselines must be a finite floating-point tensor, normalised like the inputs.")
+    return baselines.to(images.device, images.dtype).expand_as(images)

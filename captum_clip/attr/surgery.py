@@ -12,7 +12,7 @@ from ..classifier import ZeroShotClassifier
 from .token_similarity import COMBINE, TokenSimilarityAttribution
 from .validation import TargetLike
 
-REDUNDANCY_MODES = ("labelset", "empty")
+REDUNDANCY_MODES = ("auto", "labelset", "empty")
 
 #: The reference hard-codes softmax(2 * cosine) for the class weights (its ``t`` argument is unused).
 CLASS_WEIGHT_TEMPERATURE = 2.0
@@ -75,22 +75,29 @@ class SurgeryCAM(TokenSimilarityAttribution):
     Args:
         classifier (ZeroShotClassifier): the zero-shot classifier whose classes are
             the label set and the targets.
-        redundancy (str): ``"labelset"`` (default) estimates the redundant feature from
-            the classifier's label set, weighted by the CLS class probabilities
-            (needs at least 2 classes); ``"empty"`` subtracts the empty-string
-            prompt ensemble, the single free-text query mode.
+        redundancy (str): ``"labelset"`` estimates the redundant feature from the
+            classifier's label set, weighted by the CLS class probabilities (needs at
+            least 2 classes); ``"empty"`` subtracts the empty-string prompt ensemble,
+            the single free-text query mode; ``"auto"`` (default) is ``"labelset"``
+            with 2 or more classes and ``"empty"`` for a single query.
+
+    Attributes:
+        redundancy_mode (str): the resolved mode, ``"labelset"`` or ``"empty"``.
     """
 
-    def __init__(self, classifier: ZeroShotClassifier, redundancy: str = "labelset") -> None:
+    def __init__(self, classifier: ZeroShotClassifier, redundancy: str = "auto") -> None:
         super().__init__(classifier)
         if redundancy not in REDUNDANCY_MODES:
             raise ValueError(f"redundancy must be one of {REDUNDANCY_MODES}; got {redundancy!r}.")
+        if redundancy == "auto":
+            # A single query has no label set to estimate the redundancy from.
+            redundancy = "labelset" if classifier.num_classes > 1 else "empty"
         if redundancy == "labelset" and classifier.num_classes < 2:
             raise ValueError(
                 "redundancy='labelset' needs at least 2 classes (with one class the label-set surgery is "
                 "identically zero); use SurgeryCAM(classifier, redundancy='empty') for a single query."
             )
-        self.redundancy = redundancy
+        self.redundancy_mode = redundancy
 
     def _tokens(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         tokens, pooled = self.tower.surgery_tokens(images)
@@ -98,7 +105,7 @@ class SurgeryCAM(TokenSimilarityAttribution):
 
     def _class_scores(self, tokens: Tensor) -> Tensor:
         text = self.classifier.text_features.to(tokens.device)
-        if self.redundancy == "labelset":
+        if self.redundancy_mode == "labelset":
             return labelset_feature_surgery(tokens, text)
         return redundancy_feature_surgery(tokens, text, self.classifier.redundancy)
 
@@ -106,7 +113,7 @@ class SurgeryCAM(TokenSimilarityAttribution):
         return redundancy_feature_surgery(tokens, self.classifier.encode_text(texts), self.classifier.redundancy)
 
     def _check_texts(self, texts: Sequence[str]) -> None:
-        if self.redundancy == "labelset" and texts:
+        if self.redundancy_mode == "labelset" and texts:
             raise ValueError(
                 f"text target {texts[0]!r} is not one of the classifier's classes. In redundancy='labelset' mode "
                 "the label set defines the redundancy: add the text to classnames, or use "

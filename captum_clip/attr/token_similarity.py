@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..classifier import ZeroShotClassifier
 from .maps import minmax, patch_scores_to_grid, upsample_to_input
+from ..errors import require_finite
 from .validation import Targets, check_images, resolve_targets, unpack_inputs
 
 #: Separator of combined queries ("person+bench"), as in the CLIP Surgery demo.
@@ -84,8 +85,13 @@ class TokenSimilarityAttribution(Attribution):
         chosen = scores.gather(-1, indices.to(scores.device).view(-1, 1, 1).expand(-1, scores.shape[1], 1))
         return minmax(patch_scores_to_grid(chosen, grid), dim=(-2, -1))
 
-    def _target_grid_maps(self, images: Tensor, targets: Targets, grid: Tuple[int, int]) -> Tensor:
+    def _finite_tokens(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         tokens, pooled = self._tokens(images)
+        name = type(self).__name__
+        return require_finite(tokens, f"{name}: the image tokens"), require_finite(pooled, f"{name}: the image embedding")
+
+    def _target_grid_maps(self, images: Tensor, targets: Targets, grid: Tuple[int, int]) -> Tensor:
+        tokens, pooled = self._finite_tokens(images)
         if targets.texts is None:
             indices = targets.indices
             if indices is None:
@@ -121,7 +127,7 @@ class TokenSimilarityAttribution(Attribution):
             in the classifier's class order.
         """
         images, is_tuple, grid = self._prepare(inputs)
-        tokens, _ = self._tokens(images)
+        tokens, _ = self._finite_tokens(images)
         grid_maps = minmax(patch_scores_to_grid(self._class_scores(tokens), grid), dim=(-2, -1))
         return self._finish(grid_maps.float(), images, interpolate, is_tuple)
 

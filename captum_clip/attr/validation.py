@@ -13,6 +13,7 @@ from ..classifier import ZeroShotClassifier
 TargetLike = Union[None, int, str, Tensor, List[int], List[str], Tuple[int, ...]]
 
 
+
 def unpack_inputs(inputs) -> Tuple[Tensor, bool]:
     """Accept a tensor or a 1-tuple of one (Captum's convention); return it and whether it was a tuple."""
     if isinstance(inputs, tuple):
@@ -59,6 +60,21 @@ def check_images(images, minimum_size: Tuple[int, int] = (1, 1)) -> Tensor:
     if not torch.isfinite(images).all():
         raise ValueError("inputs contain NaN or infinite values.")
     return images
+
+
+def gradient_ready(images: Tensor, method: str) -> Tensor:
+    """Images a gradient method can differentiate through.
+
+    Raises:
+        RuntimeError: under ``torch.inference_mode()``, where no gradient can be taken.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{method} needs gradients, and torch.inference_mode() disables them; call it outside the "
+            "inference_mode block (torch.no_grad() is fine: the method turns gradients back on where it needs them)."
+        )
+    # A tensor made under inference_mode cannot enter autograd; an ordinary copy of it can.
+    return images.clone() if images.is_inference() else images
 
 
 @dataclass

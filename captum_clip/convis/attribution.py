@@ -21,6 +21,7 @@ from captum.log import log_usage
 from ..attr.validation import check_images, unpack_inputs
 from ..classifier import ZeroShotClassifier
 from ..loading import ClipBundle
+from ..towers import vision_tower
 from .aggregation import AGGREGATIONS
 from .bundle_adapters import RESIZE_MODES, bundle_image_encoder, bundle_text_encoder, text_tower_fingerprint
 from .concept_maps import ConceptMapper, ConceptMaps, WindowRanks
@@ -213,7 +214,8 @@ class ConVisAttribution(Attribution):
     # ----------------------------------------------------------------------------------------- core
     def _check(self, inputs) -> tuple[torch.Tensor, bool]:
         images, is_tuple = unpack_inputs(inputs)
-        return check_images(images), is_tuple
+        # The same floor as every other method: below one token cell an image holds less than the model resolves.
+        return check_images(images, vision_tower(self.bundle.model).cell_size), is_tuple
 
     @staticmethod
     def _check_aggregation(aggregation: str | None) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import require_finite
 from .encoders import pil_preprocess_image_encoder, tensor_resize_image_encoder, tokenizer_text_encoder
 from .text_bank import TextEncoder
 from .windows import ImageEncoder
@@ -103,16 +104,23 @@ def bundle_image_encoder(bundle, resize: str = "tensor") -> ImageEncoder:
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
     model = bundle.model
+
+    def encode_image(batch: torch.Tensor) -> torch.Tensor:
+        return require_finite(model.encode_image(batch), "ConVis: the window embeddings")
+
     if resize == "pil":
-        return pil_preprocess_image_encoder(model.encode_image, bundle.preprocess, device=bundle.device)
+        return pil_preprocess_image_encoder(encode_image, bundle.preprocess, device=bundle.device)
     mean, std = bundle.image_mean_std
     dtype = next(model.parameters()).dtype
     return tensor_resize_image_encoder(
-        model.encode_image, model_input_size(model), mean, std,
+        encode_image, model_input_size(model), mean, std,
         interpolation=preprocess_interpolation(bundle.preprocess), device=bundle.device, dtype=dtype,
     )
 
 
 def bundle_text_encoder(bundle) -> TextEncoder:
     """``encode_texts(list[str]) -> (n, E)`` through the bundle's tokenizer and text tower."""
-    return tokenizer_text_encoder(bundle.model.encode_text, bundle.tokenizer, device=bundle.device)
+    def encode_text(tokens: torch.Tensor) -> torch.Tensor:
+        return require_finite(bundle.model.encode_text(tokens), "ConVis: the text-bank embeddings")
+
+    return tokenizer_text_encoder(encode_text, bundle.tokenizer, device=bundle.device)

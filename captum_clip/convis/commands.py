@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..argtypes import positive_int
+
 __all__ = ["add_convis_commands"]
 
 
@@ -35,13 +37,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_convis_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stride", type=int, default=16, help="window stride in pixels of the 224 frame (16)")
+    parser.add_argument("--stride", type=positive_int, default=16, help="window stride in pixels of the 224 frame (16)")
     parser.add_argument("--pad-fill", choices=("noise", "black", "gray"), default="noise",
                         help="canvas padding around the image (the reference: seeded uniform noise)")
     parser.add_argument("--aggregation", choices=("max_then_mean", "mean_then_max"), default="max_then_mean")
     parser.add_argument("--resize", choices=("tensor", "pil"), default="tensor",
                         help="window preprocessing: batched tensor resize (fast) or the model's PIL transform")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="windows per forward pass (default: 16 on a CPU, 256 on a GPU)")
 
 
@@ -217,35 +219,35 @@ def add_convis_commands(commands) -> None:
     from ..datasets.evaluate import HELD_OUT_SEED_START
 
     wsol = commands.add_parser("convis-wsol", help="ConVis localisation: MaxBoxAcc (offline on generated scenes)")
-    wsol.add_argument("--scenes", type=int, default=50, help="generated scenes (without --images)")
+    wsol.add_argument("--scenes", type=positive_int, default=50, help="generated scenes (without --images)")
     wsol.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed (held-out range)")
-    wsol.add_argument("--objects", type=int, default=None, help="objects per scene (default: 1-3 at random)")
+    wsol.add_argument("--objects", type=positive_int, default=None, help="objects per scene (default: 1-3 at random)")
     wsol.add_argument("--images", default=None, help="image folder (instead of generated scenes)")
     wsol.add_argument("--boxes", default=None, help="boxes file: '<image> <x> <y> <width> <height>' per line")
     wsol.add_argument("--concept", default=None, help="synset to localise in --images (e.g. bird.n.01)")
-    wsol.add_argument("--limit", type=int, default=None, help="at most this many images")
+    wsol.add_argument("--limit", type=positive_int, default=None, help="at most this many images")
     wsol.add_argument("--out", default=None, help="also write the results as JSON")
     wsol.add_argument("--figure", default=None, help="also draw the first queries' maps and boxes (.png)")
-    wsol.add_argument("--figure-queries", type=int, default=6, help="queries in the figure")
+    wsol.add_argument("--figure-queries", type=positive_int, default=6, help="queries in the figure")
     _add_model_arguments(wsol)
     _add_convis_arguments(wsol)
     wsol.set_defaults(run=run_wsol)
 
     ood = commands.add_parser("convis-ood", help="WordNet-text OOD detection: AUROC (offline on generated scenes)")
-    ood.add_argument("--scenes", type=int, default=600, help="single-object test scenes (without --images)")
-    ood.add_argument("--train-scenes", type=int, default=600, help="training scenes for the linear-probe baseline")
+    ood.add_argument("--scenes", type=positive_int, default=600, help="single-object test scenes (without --images)")
+    ood.add_argument("--train-scenes", type=positive_int, default=600, help="training scenes for the linear-probe baseline")
     ood.add_argument("--images", default=None, help="test root: one folder per class, named by wnid or synset")
     ood.add_argument("--train", default=None, help="training root in the same layout (linear-probe baseline)")
     ood.add_argument("--id", default=None, help="ID synset (e.g. bird.n.01)")
     ood.add_argument("--ood", default=None, help="OOD synset (e.g. hunting_dog.n.01)")
-    ood.add_argument("--limit", type=int, default=None, help="at most this many images per class folder")
+    ood.add_argument("--limit", type=positive_int, default=None, help="at most this many images per class folder")
     ood.add_argument("--out", default=None, help="also write the results as JSON")
     _add_model_arguments(ood)
     ood.set_defaults(run=run_ood)
 
     top = commands.add_parser("convis-top", help="the WordNet concepts an image shows most, by ConVis map mass")
     top.add_argument("image", help="image file")
-    top.add_argument("--k", type=int, default=15, help="how many concepts")
+    top.add_argument("--k", type=positive_int, default=15, help="how many concepts")
     top.add_argument("--under", default=None, help="only the children of this synset (one level of the tree)")
     top.add_argument("--specific", action="store_true",
                      help="score each synset by its own text (no hyponym closure): the most specific matches")

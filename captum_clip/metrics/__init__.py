@@ -10,6 +10,7 @@ Typical use::
 Importing this subpackage imports Quantus; ``import captum_clip`` does not.
 """
 
+from .captum_metrics import expand_to_inputs
 from .quantus_adapters import (
     DEGENERATE_JITTER,
     DEGENERATE_LEVEL,
@@ -30,6 +31,7 @@ from .quantus_fixes import (
 )
 
 __all__ = [
+    "expand_to_inputs",
     "make_explain_func",
     "make_random_explain_func",
     "QuantusExplainFunc",

@@ -28,6 +28,7 @@ from torch import Tensor
 from ..attr.token_similarity import check_classifier
 from ..attr.validation import Targets, TargetLike, check_images, resolve_targets, unpack_inputs
 from ..classifier import ZeroShotClassifier
+from ..errors import require_finite
 from .bank_embeddings import DESCRIPTOR_TEMPLATE, BankEmbeddings, encode_descriptor_bank
 from .concepts import ConceptBasis, VisualConcepts, apply_concept_basis, fit_concept_basis, tower_features
 from .descriptor_bank import BankSource, DescriptorBank, load_descriptor_bank, wordnet_descriptor_bank
@@ -225,7 +226,8 @@ class MutualConceptAttribution(Attribution):
         with torch.no_grad():
             for start in range(0, prompts.shape[0], self.prompt_batch_size):
                 batch = normalize_uint8_images(prompts[start:start + self.prompt_batch_size], mean, std)
-                rows.append(self.tower.encode(batch.to(device)).float())
+                rows.append(require_finite(self.tower.encode(batch.to(device)).float(),
+                                           "Mutual Knowledge: the visual-prompt embeddings"))
         return torch.cat(rows) if rows else torch.zeros(0, self.bank_embeddings.prompted.shape[1], device=device)
 
     def concept_embeddings(self, images: Tensor, concepts: VisualConcepts) -> Tuple[Tensor, Tensor, np.ndarray]:

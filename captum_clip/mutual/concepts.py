@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import require_finite
 from ..towers import VisionTower
 from .foreground import ProminentProjection, fit_prominent_projection, prominent_patches
 from .parts import PartModel, assign_parts, concept_pixel_masks, fit_part_model
@@ -78,6 +79,8 @@ def tower_features(tower: VisionTower, images: Tensor, facet: str) -> Tuple[Tens
     """
     with torch.no_grad():
         features, pooled = tower.last_block_features(images, facet)
+    require_finite(features, "Mutual Knowledge: the last-block features")
+    require_finite(pooled, "Mutual Knowledge: the image embedding")
     grid = tower.grid_shape(tuple(images.shape[-2:]))
     return features[:, 1:].float(), F.normalize(pooled.float(), dim=-1), grid
 

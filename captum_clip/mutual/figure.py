@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Patch
 
+from ..viz import save_figure
 from .results import MutualExplanation
 
 __all__ = ["CONCEPT_COLOURS", "concept_overlay", "concept_figure", "save_concept_figure"]
@@ -135,8 +136,5 @@ def concept_figure(
 
 
 def save_concept_figure(path: Union[str, Path], image: np.ndarray, explanation: MutualExplanation, **kwargs) -> Path:
-    """:func:`concept_figure` written to ``path`` (format from the suffix); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    concept_figure(image, explanation, **kwargs).savefig(path)
-    return path
+    """:func:`concept_figure` written to ``path``; returns the path written (see :func:`~captum_clip.viz.save_figure`)."""
+    return save_figure(concept_figure(image, explanation, **kwargs), path)

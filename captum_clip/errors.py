@@ -1,0 +1,27 @@
+"""Error classes of captum_clip that are not tied to one module, and the non-finite guard."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class NonFiniteError(ValueError):
+    """A stage of a computation produced NaN or Inf (a NaN weight, or inputs far outside the normalised range)."""
+
+
+def require_finite(values: Tensor, stage: str) -> Tensor:
+    """Return ``values``, or raise :class:`NonFiniteError` naming ``stage`` if any entry is NaN or Inf.
+
+    A NaN that reached min-max normalisation would come out as an all-zero map, and one that reached a metric as
+    all-NaN scores; both look like results, so the computation stops where it first went wrong.
+    """
+    if not torch.isfinite(values).all():
+        kinds = [k for k, bad in (("NaN", torch.isnan(values).any()), ("Inf", torch.isinf(values).any())) if bad]
+        raise NonFiniteError(
+            f"{stage} became non-finite ({' and '.join(kinds)} in {int((~torch.isfinite(values)).sum())} of "
+            f"{values.numel()} values). Check the model's weights for NaN "
+            "(all(torch.isfinite(p).all() for p in model.parameters())) and that the inputs are normalised like "
+            "bundle.preprocess does (values of a few units, not raw pixels or huge scales)."
+        )
+    return values
