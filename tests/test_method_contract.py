@@ -58,7 +58,10 @@ def test_the_public_face_is_flat_and_small():
                 "MutualConceptAttribution", "RawCLIPSimilarity", "CLIPGradCAM", "CLIPIntegratedGradients",
                 "METHODS", "build_method", "WeightsUnavailableError", "WordNetNotFoundError", "NonFiniteError"}
     assert set(captum_clip.__all__) == expected
-    from captum_clip import ConVisAttribution  # noqa: F401 (the lazily loaded one)
+    from captum_clip import ConVisAttribution
+    from captum_clip.convis.attribution import ConVisAttribution as defined
+
+    assert ConVisAttribution is defined
 
     for name in expected:
         assert getattr(captum_clip, name) is not None
@@ -133,6 +136,14 @@ def test_huge_inputs_raise_instead_of_returning_a_blank_map(shipped, name):
                     "input is a saturated image, not a non-finite computation")
     with pytest.raises(NonFiniteError, match="became non-finite"):
         build_method(name, classifier).attribute(images * 1e30, target=targets, **FAST.get(name, {}))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_additional_forward_args_are_refused_with_a_reason(shipped, name):
+    _needs_wordnet(name)
+    classifier, images, targets = shipped
+    with pytest.raises(ValueError, match="does not take additional_forward_args: the ZeroShotClassifier's forward"):
+        build_method(name, classifier).attribute(images, target=targets, additional_forward_args=(images,))
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -12,7 +12,8 @@ from ..classifier import ZeroShotClassifier
 from .maps import upsample_to_input
 from .token_similarity import check_classifier
 from ..errors import require_finite
-from .validation import TargetLike, check_images, gradient_ready, resolve_to_indices, unpack_inputs
+from .validation import (TargetLike, check_images, gradient_ready, refuse_additional_forward_args, resolve_to_indices,
+                         unpack_inputs)
 
 
 class CLIPGradCAM(LayerAttribution, GradientAttribution):
@@ -40,7 +41,7 @@ class CLIPGradCAM(LayerAttribution, GradientAttribution):
 
     @log_usage()
     def attribute(self, inputs: Tensor, target: TargetLike = None, relu_attributions: bool = True,
-                  interpolate: bool = True) -> Tensor:
+                  interpolate: bool = True, additional_forward_args: None = None) -> Tensor:
         r"""Grad-CAM maps.
 
         Args:
@@ -50,10 +51,13 @@ class CLIPGradCAM(LayerAttribution, GradientAttribution):
                 model is used); ``None`` uses the predicted class.
             relu_attributions (bool): apply ReLU to the map (default, as in the paper).
             interpolate (bool): upsample to the input size (default) or return the grid.
+            additional_forward_args: refused with a ``ValueError`` unless None (the classifier's forward takes
+                only images).
 
         Returns:
             Tensor: ``(N, 1, H, W)`` (or ``(N, 1, gh, gw)``), not normalised.
         """
+        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
         images, is_tuple = unpack_inputs(inputs)
         images = gradient_ready(check_images(images, self.tower.cell_size), type(self).__name__)
         classifier, indices = resolve_to_indices(target, images, self.classifier)

@@ -14,7 +14,8 @@ from torch import Tensor
 from ..classifier import ZeroShotClassifier
 from .token_similarity import check_classifier
 from ..errors import require_finite
-from .validation import TargetLike, check_images, gradient_ready, resolve_to_indices, unpack_inputs
+from .validation import (TargetLike, check_images, gradient_ready, refuse_additional_forward_args, resolve_to_indices,
+                         unpack_inputs)
 
 CHANNEL_REDUCTIONS = ("abs_sum", "sum")
 
@@ -56,7 +57,7 @@ class CLIPIntegratedGradients(GradientAttribution):
     @log_usage()
     def attribute(self, inputs: Tensor, target: TargetLike = None, baselines: BaselineLike = None,
                   n_steps: int = 50, internal_batch_size: Optional[int] = DEFAULT_INTERNAL_BATCH_SIZE,
-                  return_convergence_delta: bool = False):
+                  return_convergence_delta: bool = False, additional_forward_args: None = None):
         r"""Integrated Gradients maps.
 
         Args:
@@ -73,12 +74,15 @@ class CLIPIntegratedGradients(GradientAttribution):
             return_convergence_delta (bool): also return Captum's completeness error per image,
                 ``sum(attributions over RGB) - (logit(x) - logit(baseline))``, computed on the per-channel
                 attributions before the channel reduction.
+            additional_forward_args: refused with a ``ValueError`` unless None (the classifier's forward takes
+                only images).
 
         Returns:
             Tensor (or a 1-tuple if ``inputs`` was a tuple): ``(N, 1, H, W)`` channel-reduced
             attributions, not normalised; with ``return_convergence_delta=True``, ``(maps, delta)``
             with ``delta`` of shape ``(N,)``.
         """
+        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
         images, is_tuple = unpack_inputs(inputs)
         images = gradient_ready(check_images(images, self.classifier.tower.cell_size), type(self).__name__)
         _check_steps(n_steps, internal_batch_size)

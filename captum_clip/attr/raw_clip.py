@@ -9,7 +9,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from .token_similarity import TokenSimilarityAttribution
-from .validation import TargetLike
+from .validation import TargetLike, refuse_additional_forward_args
 
 
 class RawCLIPSimilarity(TokenSimilarityAttribution):
@@ -47,7 +47,8 @@ class RawCLIPSimilarity(TokenSimilarityAttribution):
             return self._class_scores(self._tokens(images)[0])
 
     @log_usage()
-    def attribute(self, inputs: Tensor, target: TargetLike = None, interpolate: bool = True) -> Tensor:
+    def attribute(self, inputs: Tensor, target: TargetLike = None, interpolate: bool = True,
+                  additional_forward_args: None = None) -> Tensor:
         r"""Raw CLIP similarity maps.
 
         Args:
@@ -56,8 +57,11 @@ class RawCLIPSimilarity(TokenSimilarityAttribution):
                 names, free texts or ``"a+b"`` combinations, per image or one for all;
                 ``None`` uses the predicted class.
             interpolate (bool): upsample to the input size (default) or return the grid.
+            additional_forward_args: refused with a ``ValueError`` unless None (the classifier's forward takes
+                only images).
 
         Returns:
             Tensor: ``(N, 1, H, W)`` (or ``(N, 1, gh, gw)``), min-max normalised per map.
         """
+        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
         return self._attribute(inputs, target, interpolate)

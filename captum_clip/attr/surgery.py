@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..classifier import ZeroShotClassifier
 from .token_similarity import COMBINE, TokenSimilarityAttribution
-from .validation import TargetLike
+from .validation import TargetLike, refuse_additional_forward_args
 
 REDUNDANCY_MODES = ("auto", "labelset", "empty")
 
@@ -138,7 +138,8 @@ class SurgeryCAM(TokenSimilarityAttribution):
             return self._class_scores(tokens)
 
     @log_usage()
-    def attribute(self, inputs: Tensor, target: TargetLike = None, interpolate: bool = True) -> Tensor:
+    def attribute(self, inputs: Tensor, target: TargetLike = None, interpolate: bool = True,
+                  additional_forward_args: None = None) -> Tensor:
         r"""Saliency maps of CLIP Surgery.
 
         Args:
@@ -151,10 +152,13 @@ class SurgeryCAM(TokenSimilarityAttribution):
                 to every image; ``None`` uses the predicted class (from the CLS token).
             interpolate (bool): upsample to the input size (default) or return the
                 token grid.
+            additional_forward_args: refused with a ``ValueError`` unless None (the classifier's forward takes
+                only images).
 
         Returns:
             Tensor (or a 1-tuple if ``inputs`` was a tuple): ``(N, 1, H, W)`` maps (or
             ``(N, 1, gh, gw)``), each min-max normalised over its patches before
             bilinear upsampling (``align_corners=False``).
         """
+        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
         return self._attribute(inputs, target, interpolate)

@@ -62,6 +62,21 @@ def check_images(images, minimum_size: Tuple[int, int] = (1, 1)) -> Tensor:
     return images
 
 
+def refuse_additional_forward_args(value, method: str) -> None:
+    """Captum methods pass ``additional_forward_args`` to the forward function; a classifier's forward takes only images.
+
+    Raises:
+        ValueError: whenever ``value`` is not None.
+    """
+    if value is not None:
+        raise ValueError(
+            f"{method} does not take additional_forward_args: the ZeroShotClassifier's forward takes only the images "
+            "(its class embeddings are a buffer, so Captum's expansion of extra arguments cannot corrupt them). "
+            "Explain other texts with target='some text', or build a classifier over them with "
+            "classifier.with_classes([...])."
+        )
+
+
 def gradient_ready(images: Tensor, method: str) -> Tensor:
     """Images a gradient method can differentiate through.
 

@@ -18,7 +18,7 @@ import torch
 from captum.attr import Attribution
 from captum.log import log_usage
 
-from ..attr.validation import check_images, unpack_inputs
+from ..attr.validation import check_images, refuse_additional_forward_args, unpack_inputs
 from ..classifier import ZeroShotClassifier
 from ..loading import ClipBundle
 from ..towers import vision_tower
@@ -292,7 +292,8 @@ class ConVisAttribution(Attribution):
 
     # ----------------------------------------------------------------------------------------- public
     @log_usage()
-    def attribute(self, inputs, target=None, aggregation: str | None = None, normalize: bool = True) -> Any:
+    def attribute(self, inputs, target=None, aggregation: str | None = None, normalize: bool = True,
+                  additional_forward_args: None = None) -> Any:
         r"""ConVis map of each image for its target concept.
 
         Args:
@@ -304,6 +305,8 @@ class ConVisAttribution(Attribution):
             aggregation: overrides the constructor's order for this call.
             normalize: True: the paper's ``1 − minmax`` map in [0, 1]. False: the un-normalised mean
                 max_rank_sim ``1 − r̄/|T|`` (comparable across images and concepts; what the map min-maxes).
+            additional_forward_args: refused with a ``ValueError`` unless None (the classifier's forward takes
+                only images).
 
         Returns:
             Tensor (or a 1-tuple if ``inputs`` was a tuple): ``(N, 1, H, W)`` float32 on the inputs' device.
@@ -312,6 +315,7 @@ class ConVisAttribution(Attribution):
             ValueError: invalid images, an empty target list, an unknown, verb or out-of-vocabulary synset, an
                 ambiguous class name.
         """
+        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
         images, is_tuple = self._check(inputs)
         self._check_aggregation(aggregation)
         names = self.resolve_targets(target, images)

@@ -26,7 +26,8 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..attr.token_similarity import check_classifier
-from ..attr.validation import Targets, TargetLike, check_images, resolve_targets, unpack_inputs
+from ..attr.validation import (Targets, TargetLike, check_images, refuse_additional_forward_args, resolve_targets,
+                               unpack_inputs)
 from ..classifier import ZeroShotClassifier
 from ..errors import require_finite
 from .bank_embeddings import DESCRIPTOR_TEMPLATE, BankEmbeddings, encode_descriptor_bank
@@ -382,7 +383,8 @@ class MutualConceptAttribution(Attribution):
         return self._explain_concepts(images, self._visual_concepts(images, reference_images), targets)
 
     @log_usage()
-    def attribute(self, inputs, target: TargetLike = None, reference_images: ReferenceLike = None):
+    def attribute(self, inputs, target: TargetLike = None, reference_images: ReferenceLike = None,
+                  additional_forward_args: None = None):
         r"""Concept map of every image: each concept's mask weighted by its importance.
 
         Importance = cos(E_img(x), z_j) x cos(E_img(x), E_txt(first descriptor of j)) (the spec's reading of the
@@ -393,10 +395,13 @@ class MutualConceptAttribution(Attribution):
             inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)``.
             target: as in :meth:`explain` (it changes the textual side, not the concept masks or weights).
             reference_images: as in :meth:`explain`.
+            additional_forward_args: refused with a ``ValueError`` unless None (the classifier's forward takes
+                only images).
 
         Returns:
             Tensor (or a 1-tuple if ``inputs`` was a tuple): ``(N, 1, H, W)`` float32 on the inputs' device.
         """
+        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
         images, is_tuple = self._check(inputs)
         explanations = self._explain(images, target, reference_images)
         maps = torch.stack([e.attribution_map() for e in explanations]).unsqueeze(1).to(images.device)
