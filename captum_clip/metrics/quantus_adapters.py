@@ -50,6 +50,26 @@ DEGENERATE_LEVEL = 1e-6
 DEGENERATE_JITTER = 1e-3
 ON_DEGENERATE = ("uniform", "raise", "keep")
 
+#: Keyword arguments that Quantus itself adds to every explain_func call and that no method takes:
+#: ``quantus.evaluate`` passes ``method=<the xai_methods key>`` (for its own ``quantus.explain``).
+QUANTUS_ONLY_KWARGS = ("method",)
+
+
+def _class_indices(targets, n_images: int, device) -> torch.Tensor:
+    """Quantus's targets ``(N,)`` (often a float array) as class indices; fractional or non-finite ones refused."""
+    values = np.asarray(targets)
+    if values.dtype.kind not in "biuf" or values.size == 0:
+        raise ValueError(f"targets must be integer class indices; got {values.dtype} array {values!r}.")
+    if values.dtype.kind == "f":
+        bad = values[~np.isfinite(values) | (values != np.round(values))]
+        if bad.size:
+            raise ValueError(f"targets must be integer class indices; got {float(bad.reshape(-1)[0])!r} "
+                             f"(in {values.reshape(-1).tolist()}). A fractional target names no class.")
+    indices = torch.as_tensor(values.astype(np.int64), device=device).reshape(-1)
+    if indices.numel() == 1 and n_images > 1:
+        indices = indices.expand(n_images)
+    return indices
+
 
 def _image_rng(seed: int, image: np.ndarray) -> np.random.Generator:
     """A generator that depends only on ``seed`` and the image's bytes (not on batch position)."""
@@ -108,23 +128,24 @@ class QuantusExplainFunc:
             targets: class indices ``(N,)`` (a scalar applies to every image).
             device: where to run; inputs are moved there (the model must already be
                 there: Quantus never moves models). Default: the model's device.
-            **kwargs: ``attribute()`` options for this call, over ``attribute_kwargs``.
+            **kwargs: ``attribute()`` options for this call, over ``attribute_kwargs``. The keys Quantus
+                adds on its own (:data:`QUANTUS_ONLY_KWARGS`: ``quantus.evaluate``'s ``method=<name>``) are dropped.
 
         Returns:
             np.ndarray: ``(N, 1, H, W)`` float32 maps.
 
         Raises:
             TypeError: ``model`` is not a ZeroShotClassifier.
-            ValueError: a map is not finite, or is constant with ``on_degenerate="raise"``.
+            ValueError: a fractional or non-finite target, a map that is not finite, or a constant map with
+                ``on_degenerate="raise"``.
         """
         if not isinstance(model, ZeroShotClassifier):
             raise TypeError(f"explain_func needs the ZeroShotClassifier as model; got {type(model).__name__}.")
         device = torch.device(device) if device is not None else _model_device(model)
         # ascontiguousarray: torch rejects negative-stride views (e.g. x[::-1]).
         images = torch.as_tensor(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
-        indices = torch.as_tensor(np.asarray(targets).astype(np.int64), device=device).reshape(-1)
-        if indices.numel() == 1 and images.shape[0] > 1:
-            indices = indices.expand(images.shape[0])
+        indices = _class_indices(targets, images.shape[0], device)
+        kwargs = {key: value for key, value in kwargs.items() if key not in QUANTUS_ONLY_KWARGS}
         method = build_method(self.method_name, model, **self.method_options)
         with torch.enable_grad():
             maps = method.attribute(images, target=indices, **{**self.attribute_kwargs, **kwargs})
