@@ -13,7 +13,7 @@ from .attr import (
 )
 from .errors import NonFiniteError
 from .classifier import ZeroShotClassifier
-from .loading import ClipBundle, WeightsUnavailableError, load_clip
+from .loading import CheckpointError, ClipBundle, WeightsUnavailableError, load_clip
 from .methods import METHODS, build_method
 from .mutual import MutualConceptAttribution
 
@@ -38,6 +38,7 @@ __all__ = [
     "METHODS",
     "build_method",
     "WeightsUnavailableError",
+    "CheckpointError",
     "WordNetNotFoundError",
     "NonFiniteError",
 ]

@@ -33,6 +33,37 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be obtained (offline, no cache, unknown tag)."""
 
 
+class CheckpointError(ValueError):
+    """A local checkpoint file is empty, unreadable, or does not fit the model it is loaded into."""
+
+
+def resolve_device(device: Optional[Union[str, torch.device]]) -> Optional[torch.device]:
+    """``None`` (keep the model where it is), ``"auto"`` (CUDA where present, else CPU), or a device that exists.
+
+    Raises:
+        ValueError: a device string torch does not know, or a CUDA device that is not here.
+    """
+    if device is None:
+        return None
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a device torch knows ({error}); pass 'cpu', 'cuda', "
+                         "'cuda:1' or 'auto'.") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asks for CUDA, but CUDA is not available on this machine; pass "
+                             "device='cpu' (or 'auto', which picks CUDA only where it exists).")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    elif resolved.type not in ("cpu", "mps", "xpu", "meta"):
+        raise ValueError(f"device {device!r} is not supported here; pass 'cpu', 'cuda' or 'auto'.")
+    return resolved
+
+
 @dataclass
 class ClipBundle:
     """An open_clip model with what is needed to feed it.
@@ -118,14 +149,41 @@ def _create_from_config(config_path: Path, weights_follow: bool = False):
     return model, preprocess, tokenizer
 
 
+def _read_state_dict(path: Path) -> dict:
+    """The checkpoint's tensors, read without running any pickled code; CheckpointError if unreadable."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Checkpoint {path} is empty (0 bytes); download or copy it again.")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors, pickle, zip and EOF errors all mean the same thing here
+        # torch.load's own text advises weights_only=False, i.e. running the file's code: not repeated here.
+        reason = str(error).splitlines()[0] if path.suffix.lower() == ".safetensors" and str(error) else \
+            type(error).__name__
+        raise CheckpointError(
+            f"Checkpoint {path} is not a readable {path.suffix} file (truncated or corrupt?): {reason}. "
+            "Download or copy it again; open_clip checkpoints are .safetensors, .bin, .pt or .pth state dicts."
+        ) from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"Checkpoint {path} holds a {type(state).__name__}, not a state dict of tensors.")
+    return state
+
+
 def _load_local_checkpoint(model: nn.Module, path: Path, name: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file {path} for model {name!r} does not exist.")
+    _read_state_dict(path)  # unreadable files fail here, with their own message, before open_clip sees them
     try:
         open_clip.load_checkpoint(model, str(path), strict=True)
-    except RuntimeError as error:
-        raise ValueError(
-            f"Checkpoint {path} does not fit model {name!r}: {str(error).splitlines()[0]} "
+    except (RuntimeError, AssertionError, KeyError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit model {name!r}: {reason} "
             "Check that the config matches the architecture the weights were trained with."
         ) from error
 
@@ -144,7 +202,8 @@ def load_clip(
         pretrained: an open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``), a
             local checkpoint file (``.safetensors``, ``.pt``, ``.pth`` or ``.bin``), or
             None for random weights (built-in ``"shapes"`` loads its own weights).
-        device: where to put the model (default: CPU).
+        device: where to put the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (CUDA where
+            present, else CPU), or None (CPU, where open_clip builds it).
 
     Returns:
         A :class:`ClipBundle` with the model in eval mode.
@@ -153,10 +212,13 @@ def load_clip(
         WeightsUnavailableError: a pretrained tag whose weights cannot be downloaded or
             found in the cache (e.g. offline); the message says how to pass a local file.
         FileNotFoundError: a config or checkpoint path that does not exist.
-        ValueError: a config that is not an open_clip config, or weights that do not fit it.
+        CheckpointError: a local checkpoint that is empty, unreadable (truncated, corrupt) or does not fit the
+            model (a ``ValueError``); the message names the file.
+        ValueError: a config that is not an open_clip config, or a device that does not exist here.
     """
     name = str(name_or_config)
     pretrained = str(pretrained) if pretrained is not None else None
+    device = resolve_device(device)  # before any model is built, so a bad device costs nothing
 
     if name in BUILTIN_MODELS:
         config_path, weights_path = BUILTIN_MODELS[name]
@@ -183,11 +245,21 @@ def load_clip(
                 f"Unknown model {name!r}: pass an open_clip model name (see open_clip.list_models()), "
                 "a path to an open_clip config JSON, or 'shapes'."
             )
-        if pretrained is not None and _is_checkpoint_file(pretrained) and not Path(pretrained).is_file():
+        local = pretrained is not None and _is_checkpoint_file(pretrained)
+        if local and not Path(pretrained).is_file():
             raise FileNotFoundError(f"Checkpoint file {pretrained} for model {name!r} does not exist.")
+        if local:
+            _read_state_dict(Path(pretrained))
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        except (AssertionError, KeyError) as error:
+            raise CheckpointError(f"Checkpoint {pretrained} does not fit model {name!r}: {error}") from error
         except RuntimeError as error:
+            if local:
+                raise CheckpointError(
+                    f"Checkpoint {pretrained} does not fit model {name!r}: {str(error).splitlines()[0]} "
+                    "Check that --model / name_or_config is the architecture the weights were trained with."
+                ) from error
             raise WeightsUnavailableError(
                 f"Could not get weights {pretrained!r} for model {name!r}: {str(error).splitlines()[0]}\n"
                 "Without network access, download the checkpoint elsewhere and pass the file: "

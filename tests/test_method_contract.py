@@ -56,7 +56,7 @@ def shipped():
 def test_the_public_face_is_flat_and_small():
     expected = {"load_clip", "ClipBundle", "ZeroShotClassifier", "SurgeryCAM", "ConVisAttribution",
                 "MutualConceptAttribution", "RawCLIPSimilarity", "CLIPGradCAM", "CLIPIntegratedGradients",
-                "METHODS", "build_method", "WeightsUnavailableError", "WordNetNotFoundError", "NonFiniteError"}
+                "METHODS", "build_method", "WeightsUnavailableError", "CheckpointError", "WordNetNotFoundError", "NonFiniteError"}
     assert set(captum_clip.__all__) == expected
     from captum_clip import ConVisAttribution
     from captum_clip.convis.attribution import ConVisAttribution as defined
