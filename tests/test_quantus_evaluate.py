@@ -42,7 +42,7 @@ def test_quantus_evaluate_runs_every_method(scenes):
                 return_aggregate=False, disable_warnings=True, display_progressbar=False),
         },
         xai_methods=xai_methods, model=classifier, x_batch=data.x, y_batch=data.y,
-        s_batch=data.s, explain_func_kwargs={}, agg_func=np.asarray, call_kwargs={"logits": {"softmax": False}}, progress=False,
+        s_batch=data.s, explain_func_kwargs={}, agg_func=np.asarray, call_kwargs={"logits": {"softmax": False}}, verbose=False,
     )
     # quantus.evaluate prints a failing metric and leaves its cell out, so every cell is checked.
     assert set(results) == set(xai_methods)
