@@ -58,7 +58,8 @@ def resolve_device(device: Optional[Union[str, torch.device]]) -> Optional[torch
                              "device='cpu' (or 'auto', which picks CUDA only where it exists).")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
-                             f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+                             f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}; pass one of those, "
+                             "'cuda', 'auto' or 'cpu'.")
     elif resolved.type not in ("cpu", "mps", "xpu", "meta"):
         raise ValueError(f"device {device!r} is not supported here; pass 'cpu', 'cuda' or 'auto'.")
     return resolved
@@ -253,7 +254,11 @@ def load_clip(
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         except (AssertionError, KeyError) as error:
-            raise CheckpointError(f"Checkpoint {pretrained} does not fit model {name!r}: {error}") from error
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(
+                f"Checkpoint {pretrained} does not fit model {name!r}: {reason} "
+                "Check that --model / name_or_config is the architecture the weights were trained with."
+            ) from error
         except RuntimeError as error:
             if local:
                 raise CheckpointError(

@@ -70,3 +70,41 @@ def test_devices_that_do_not_exist(config, monkeypatch):
         with pytest.raises(ValueError, match=f"device '{device}' asks for CUDA, but CUDA is not available"):
             load_clip(config, device=device)
     assert next(load_clip(config, device="auto").model.parameters()).device.type == "cpu"
+
+
+def test_text_width_mismatch_names_open_clips_reason_for_every_kind_of_model(tmp_path, config):
+    weights = tmp_path / "tiny.safetensors"
+    save_file(load_clip(config).model.state_dict(), str(weights))
+    wide = dict(TINY_CONFIGS["vit"], text_cfg=dict(TINY_CONFIGS["vit"]["text_cfg"], width=64))
+    wide_config = tmp_path / "wide.json"
+    wide_config.write_text(json.dumps(wide))
+    for model in ("shapes", str(wide_config), "ViT-B-32"):
+        with pytest.raises(CheckpointError) as error:
+            load_clip(model, pretrained=weights)
+        message = str(error.value)
+        assert f"Checkpoint {weights} does not fit model {model!r}: text pos_embed width changed!" in message
+        assert "architecture the weights were trained with" in message
+        assert isinstance(error.value.__cause__, AssertionError)
+
+
+def test_a_cuda_index_past_the_last_gpu_names_the_ones_there(config, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError) as error:
+        load_clip(config, device="cuda:7")
+    message = str(error.value)
+    assert "device 'cuda:7' does not exist" in message and "1 CUDA device(s), cuda:0..cuda:0" in message
+    assert "'cpu'" in message
+
+
+def test_good_loads_are_unchanged_and_leave_the_callers_path_alone(tmp_path, config):
+    weights = tmp_path / "weights.safetensors"
+    torch.manual_seed(0)
+    state = load_clip(config).model.state_dict()
+    save_file(state, str(weights))
+    before = (str(weights), weights.read_bytes())
+    bundle = load_clip(config, pretrained=weights, device="cpu")
+    assert (str(weights), weights.read_bytes()) == before
+    assert bundle.pretrained == str(weights) and bundle.device == torch.device("cpu")
+    assert all(torch.equal(state[k], v) for k, v in bundle.model.state_dict().items())
+    assert load_clip("shapes").pretrained == str(BUILTIN_MODELS["shapes"][1])
