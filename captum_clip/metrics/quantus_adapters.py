@@ -64,7 +64,8 @@ def _class_indices(targets, n_images: int, device) -> torch.Tensor:
         bad = values[~np.isfinite(values) | (values != np.round(values))]
         if bad.size:
             raise ValueError(f"targets must be integer class indices; got {float(bad.reshape(-1)[0])!r} "
-                             f"(in {values.reshape(-1).tolist()}). A fractional target names no class.")
+                             f"(in {values.reshape(-1).tolist()}). "
+                             "A fractional or non-finite target names no class.")
     indices = torch.as_tensor(values.astype(np.int64), device=device).reshape(-1)
     if indices.numel() == 1 and n_images > 1:
         indices = indices.expand(n_images)
