@@ -37,10 +37,10 @@ from captum_clip.convis import WindowConfig, build_text_bank, default_vocabulary
 from captum_clip.convis.attribution import ConVisAttribution
 from captum_clip.convis.bundle_adapters import bundle_text_encoder
 from captum_clip.convis.frames import normalised_to_uint8
-from captum_clip.convis.scene_concepts import SCENE_TEXT_SOURCE, SHAPE_SYNSETS, scene_vocabulary
+from captum_clip.shipped.presets import SCENE_TEXT_SOURCE, SHAPE_SYNSETS, scene_vocabulary
 from captum_clip.convis.windows import _padding, square_image
-from captum_clip.datasets import generate_scene, to_tensor
-from captum_clip.datasets.evaluate import HELD_OUT_SEED_START
+from captum_clip.shipped import generate_scene, to_tensor
+from captum_clip.shipped.zero_shot import HELD_OUT_SEED_START
 
 
 def original_way_one_concept(bundle, text_embeddings: np.ndarray, subtree: list[int], image_224: np.ndarray,
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[tuple[str, str, str]]]:
 
     # Text bank: encode every synset text, no cache.
     seconds = clock(lambda: build_text_bank(vocabulary, bundle_text_encoder(bundle), model_fingerprint="bench",
-                                             text_source=text_source, use_cache=False, progress=False), device)
+                                             text_source=text_source, use_cache=False), device)
     rows.append(("text bank (no cache)", f"{len(vocabulary)} texts ({text_source}), chunks of 256",
                  f"{len(vocabulary) / seconds:.0f} texts/s ({seconds:.1f} s)"))
 

@@ -31,17 +31,12 @@ import torch
 from _timing import devices, median_clock
 
 from captum_clip import ZeroShotClassifier, load_clip
-from captum_clip.datasets import generate_scene, single_object_classnames, to_tensor
-from captum_clip.datasets.evaluate import ZERO_SHOT_TEMPLATES
-from captum_clip.mutual import (
-    MutualConceptAttribution,
-    concept_perturbation_curves,
-    load_descriptor_bank,
-    ranked_concept_masks,
-    scene_descriptor_bank,
-    trapezoid_auc,
-    wordnet_descriptor_bank,
-)
+from captum_clip.shipped import generate_scene, single_object_classnames, to_tensor
+from captum_clip.shipped.zero_shot import ZERO_SHOT_TEMPLATES
+from captum_clip.mutual import MutualConceptAttribution, load_descriptor_bank, wordnet_descriptor_bank
+from captum_clip.evaluation.concept_metrics import concept_perturbation_curves, trapezoid_auc
+from captum_clip.mutual.results import ranked_concept_masks
+from captum_clip.shipped.scene_bank import scene_descriptor_bank
 
 
 def descriptor_bank(name: str):

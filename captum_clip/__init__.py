@@ -1,8 +1,8 @@
 """captum_clip: explain open_clip CLIP models inside Captum and Quantus.
 
 The public face: the six attribution methods, the zero-shot classifier, the loader, the method registry and the
-error classes. ``ConVisAttribution`` and ``WordNetNotFoundError`` are loaded on first use, since they need nltk
-and WordNet, which the other methods do not.
+error classes. ``ConVisAttribution`` is loaded on first use, since it needs nltk and WordNet, which the other
+methods do not.
 """
 
 from .attr import (
@@ -11,9 +11,8 @@ from .attr import (
     RawCLIPSimilarity,
     SurgeryCAM,
 )
-from .errors import NonFiniteError
-from .classifier import ZeroShotClassifier
-from .loading import CheckpointError, ClipBundle, WeightsUnavailableError, load_clip
+from .core import ClipBundle, ZeroShotClassifier, load_clip
+from .errors import CheckpointError, NonFiniteError, WeightsUnavailableError, WordNetNotFoundError
 from .methods import METHODS, build_method
 from .mutual import MutualConceptAttribution
 
@@ -22,7 +21,6 @@ __version__ = "0.1.0"
 #: Names imported on first access: name -> (module, attribute).
 _LAZY = {
     "ConVisAttribution": (".convis.attribution", "ConVisAttribution"),
-    "WordNetNotFoundError": (".convis.wordnet", "WordNetNotFoundError"),
 }
 
 __all__ = [

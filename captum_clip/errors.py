@@ -1,9 +1,21 @@
-"""Error classes of captum_clip that are not tied to one module, and the non-finite guard."""
+"""Every error class captum_clip raises on purpose, and the non-finite guard."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (offline, no cache, unknown tag)."""
+
+
+class CheckpointError(ValueError):
+    """A local checkpoint file is empty, unreadable, or does not fit the model it is loaded into."""
+
+
+class WordNetNotFoundError(LookupError):
+    """No usable WordNet copy was found; the message says how to install one."""
 
 
 class NonFiniteError(ValueError):

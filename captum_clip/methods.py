@@ -8,7 +8,7 @@ from torch import Tensor
 from captum.attr import Attribution
 
 from .attr import CLIPGradCAM, CLIPIntegratedGradients, RawCLIPSimilarity, SurgeryCAM
-from .classifier import ZeroShotClassifier
+from .core.classifier import ZeroShotClassifier
 from .mutual import MutualConceptAttribution
 
 
@@ -26,7 +26,7 @@ def _mutual(classifier: ZeroShotClassifier, descriptors=None, **options) -> Mutu
 def _convis(classifier: ZeroShotClassifier, **options) -> Attribution:
     # Imported here: ConVis needs nltk and WordNet, which the other methods do not.
     from .convis.attribution import ConVisAttribution
-    from .convis.scene_concepts import is_scene_classnames, scene_method_options
+    from .shipped.presets import is_scene_classnames, scene_method_options
 
     # Scene classes ("red star") get the scene vocabulary and the scene class -> synset table; the shipped scene
     # model, which knows shape and colour words but never saw a gloss, also gets lemma texts. Caller's options win.

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from captum_clip import CLIPGradCAM, SurgeryCAM, ZeroShotClassifier, load_clip
-from captum_clip.datasets import generate_scene, single_object_classnames, to_tensor
-from captum_clip.metrics import evaluate_metric, make_explain_func, make_metric
+from captum_clip.shipped import generate_scene, single_object_classnames, to_tensor
+from captum_clip.evaluation import evaluate_metric, make_explain_func, make_metric
 from captum_clip.viz import save_overlay, to_display_images
 
 

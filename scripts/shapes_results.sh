@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Recompute every published result that depends on the shipped `shapes` model, in the order the docs cite them.
-# Run it after retraining the model (python -m captum_clip.datasets.train_shapes --out DIR, then copy
+# Run it after retraining the model (python -m captum_clip.shipped.training --out DIR, then copy
 # DIR/shapes.json and DIR/shapes.safetensors into captum_clip/assets/). Needs the package installed (.venv).
 # On the project's 2-core CPU machine it takes about 20 minutes; pass step names to run only some of them:
 #   bash scripts/shapes_results.sh accuracy demo localisation concepts faithfulness mutual bench_mutual convis bench_convis
@@ -15,7 +15,7 @@ for step in "${steps[@]}"; do
   echo "== $step"
   case "$step" in
     accuracy)  # captum_clip/assets/SHAPES_MODEL.md
-      python -m captum_clip.datasets.evaluate --n 1000 ;;
+      python -m captum_clip.shipped.zero_shot --n 1000 ;;
     demo)  # README.md
       captum-clip demo --out docs/figures/demo_scene7.png ;;
     localisation)  # docs/benchmark.md
@@ -31,7 +31,7 @@ for step in "${steps[@]}"; do
         --metrics PixelFlipping,RegionPerturbation,FaithfulnessCorrelation,IROF,ROAD,MPRT --mprt-samples 16 \
         --out-dir docs/benchmark_shapes/faithfulness ;;
     mutual)  # docs/mutual.md
-      python -m captum_clip.mutual.scene_example --seed 3888 --out docs/figures/mutual_shapes_scene.png --survey ;;
+      python -m captum_clip.shipped.mutual_example --seed 3888 --out docs/figures/mutual_shapes_scene.png --survey ;;
     bench_mutual)  # benchmarks/results_mutual.md, docs/mutual.md
       python benchmarks/bench_mutual.py --repeats 7 --metrics 36 --out benchmarks/results_mutual.md ;;
     convis)  # docs/convis.md (the default noise padding, then the gray padding)

@@ -9,12 +9,12 @@ import torch
 
 from captum_clip.cli import main
 from captum_clip import ZeroShotClassifier, load_clip
-from captum_clip.datasets import single_object_classnames
+from captum_clip.shipped import single_object_classnames
 from captum_clip.methods import build_method
-from captum_clip.metrics import evaluate_metric, make_metric
-from captum_clip.metrics.benchmark import (ALL_METRICS, CONCEPT, HIGHER_IS_BETTER, markdown_table, metric_settings,
+from captum_clip.evaluation import evaluate_metric, make_metric
+from captum_clip.evaluation.benchmark import (ALL_METRICS, CONCEPT, HIGHER_IS_BETTER, markdown_table, metric_settings,
                                            parse_method_spec, pointing_tolerance, shapes_scenes, tolerant_masks)
-from captum_clip.mutual import evaluate_concepts
+from captum_clip.evaluation.concept_metrics import evaluate_concepts
 
 from .conftest import TINY_CONFIGS, torch_threads
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from captum_clip.cli import main
-from captum_clip.loading import BUILTIN_MODELS
+from captum_clip.core.loading import BUILTIN_MODELS
 
 from .conftest import TINY_CONFIGS
 

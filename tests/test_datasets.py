@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from captum_clip.datasets import (
+from captum_clip.shipped import (
     CLIP_MEAN,
     CLIP_STD,
     COLORS,
@@ -24,8 +24,8 @@ from captum_clip.datasets import (
     single_object_classnames,
     to_tensor,
 )
-from captum_clip.datasets.evaluate import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
-from captum_clip.datasets.train_shapes import (
+from captum_clip.shipped.zero_shot import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
+from captum_clip.shipped.training import (
     MAX_RUN_SEED,
     MODEL_CONFIG,
     TRAIN_SEED_STRIDE,

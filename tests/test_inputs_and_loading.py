@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from captum_clip import CLIPGradCAM, SurgeryCAM, ZeroShotClassifier, load_clip
-from captum_clip.towers import resize_positional_table, vision_tower
+from captum_clip.core.towers import resize_positional_table, vision_tower
 
 from .conftest import CLASSNAMES, TEMPLATES, TINY_CONFIGS, images_for
 

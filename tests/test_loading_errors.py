@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from captum_clip import CheckpointError, load_clip
-from captum_clip.loading import BUILTIN_MODELS
+from captum_clip.core.loading import BUILTIN_MODELS
 
 from .conftest import TINY_CONFIGS
 

@@ -24,8 +24,8 @@ from captum_clip import (
     build_method,
     load_clip,
 )
-from captum_clip.datasets.scenes import make_scenes, single_object_classnames, to_tensor
-from captum_clip.metrics import expand_to_inputs
+from captum_clip.shipped.scenes import make_scenes, single_object_classnames, to_tensor
+from captum_clip.evaluation import expand_to_inputs
 
 from .conftest import TEMPLATES, assert_unchanged, images_for, snapshot
 
@@ -35,7 +35,7 @@ FAST = {"ig": {"n_steps": 4}}
 
 def _needs_wordnet(name: str) -> None:
     if name == "convis":
-        from captum_clip.convis.wordnet import WordNetNotFoundError, load_wordnet
+        from captum_clip.wordnet import WordNetNotFoundError, load_wordnet
 
         try:
             load_wordnet()
@@ -170,7 +170,7 @@ def test_classifier_refuses_what_it_cannot_use(tiny_bundles):
 
 
 def test_free_text_queries_do_not_grow_the_cache_without_bound(tiny_classifiers, monkeypatch):
-    import captum_clip.classifier as classifier_module
+    import captum_clip.core.classifier as classifier_module
 
     monkeypatch.setattr(classifier_module, "FREE_TEXT_CACHE", 3)
     classifier = tiny_classifiers["vit"].with_classes(["cat", "dog"])

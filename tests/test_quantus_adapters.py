@@ -17,20 +17,16 @@ from torch import nn
 
 from captum_clip import ZeroShotClassifier
 from captum_clip.methods import METHODS
-from captum_clip.metrics import (
-    DEGENERATE_JITTER,
-    DEGENERATE_LEVEL,
+from captum_clip.evaluation import evaluate_metric, make_explain_func, make_metric, make_random_explain_func
+from captum_clip.evaluation.quantus_adapters import DEGENERATE_JITTER, DEGENERATE_LEVEL
+from captum_clip.evaluation.quantus_fixes import (
     PixelROAD,
     ScopedMPRT,
-    evaluate_metric,
-    make_explain_func,
-    make_metric,
-    make_random_explain_func,
     numpy_trapz_compat,
     rgb_irof_perturb_func,
     rgb_road_perturb_func,
 )
-from captum_clip.metrics.quantus_fixes import _calculate_auc_trapezoid, _ScopedPyTorchModel
+from captum_clip.evaluation.quantus_fixes import _calculate_auc_trapezoid, _ScopedPyTorchModel
 
 from .conftest import CLASSNAMES, TEMPLATES, torch_threads
 

@@ -10,9 +10,9 @@ import pytest
 import quantus
 
 from captum_clip import METHODS, ZeroShotClassifier, load_clip
-from captum_clip.datasets import single_object_classnames
-from captum_clip.metrics import make_explain_func
-from captum_clip.metrics.benchmark import shapes_scenes
+from captum_clip.shipped import single_object_classnames
+from captum_clip.evaluation import make_explain_func
+from captum_clip.evaluation.benchmark import shapes_scenes
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "quantus.md"
 N_SCENES = 3
@@ -22,7 +22,7 @@ NO_WORDNET = ("ConVis needs WordNet and none was found (apt-get install wordnet-
 
 def _wordnet_missing() -> str | None:
     """Why ConVis cannot run here, or None when WordNet loads."""
-    from captum_clip.convis.wordnet import WordNetNotFoundError, load_wordnet
+    from captum_clip.wordnet import WordNetNotFoundError, load_wordnet
 
     try:
         load_wordnet()

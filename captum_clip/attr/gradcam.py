@@ -8,11 +8,11 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from ..classifier import ZeroShotClassifier
-from .maps import upsample_to_input
+from ..core.classifier import ZeroShotClassifier
+from ..base.maps import upsample_to_input
 from .token_similarity import check_classifier
 from ..errors import require_finite
-from .validation import (TargetLike, check_images, gradient_ready, refuse_additional_forward_args, resolve_to_indices,
+from ..base.inputs import (TargetLike, check_images, gradient_ready, refuse_additional_forward_args, resolve_to_indices,
                          unpack_inputs)
 
 

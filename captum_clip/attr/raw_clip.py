@@ -9,7 +9,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from .token_similarity import TokenSimilarityAttribution
-from .validation import TargetLike, refuse_additional_forward_args
+from ..base.inputs import TargetLike, refuse_additional_forward_args
 
 
 class RawCLIPSimilarity(TokenSimilarityAttribution):

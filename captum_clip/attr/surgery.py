@@ -8,9 +8,9 @@ import torch
 from captum.log import log_usage
 from torch import Tensor
 
-from ..classifier import ZeroShotClassifier
+from ..core.classifier import ZeroShotClassifier
 from .token_similarity import COMBINE, TokenSimilarityAttribution
-from .validation import TargetLike, refuse_additional_forward_args
+from ..base.inputs import TargetLike, refuse_additional_forward_args
 
 REDUNDANCY_MODES = ("auto", "labelset", "empty")
 

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from captum.attr import Attribution
 from torch import Tensor
 
-from ..classifier import ZeroShotClassifier
-from .maps import minmax, patch_scores_to_grid, upsample_to_input
+from ..core.classifier import ZeroShotClassifier
+from ..base.maps import minmax, patch_scores_to_grid, upsample_to_input
 from ..errors import require_finite
-from .validation import Targets, check_images, resolve_targets, unpack_inputs
+from ..base.inputs import Targets, check_images, resolve_targets, unpack_inputs
 
 #: Separator of combined queries ("person+bench"), as in the CLIP Surgery demo.
 COMBINE = "+"

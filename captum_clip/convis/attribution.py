@@ -18,12 +18,13 @@ import torch
 from captum.attr import Attribution
 from captum.log import log_usage
 
-from ..attr.validation import check_images, refuse_additional_forward_args, unpack_inputs
-from ..classifier import ZeroShotClassifier
-from ..loading import ClipBundle
-from ..towers import vision_tower
+from ..base.inputs import check_images, refuse_additional_forward_args, unpack_inputs
+from ..core.classifier import ZeroShotClassifier
+from ..core.loading import ClipBundle
+from ..core.towers import vision_tower
 from .aggregation import AGGREGATIONS
-from .bundle_adapters import RESIZE_MODES, bundle_image_encoder, bundle_text_encoder, text_tower_fingerprint
+from ..core.text import text_tower_fingerprint
+from .bundle_adapters import RESIZE_MODES, bundle_image_encoder, bundle_text_encoder
 from .concept_maps import ConceptMapper, ConceptMaps, WindowRanks
 from .frames import map_to_input_frame, normalised_to_uint8
 from .presence import ConceptMass, concept_masses
@@ -171,9 +172,8 @@ class ConVisAttribution(Attribution):
         if self._use_cache and key in _BANKS:
             return _BANKS[key]
         bank = build_text_bank(
-            self.vocabulary, bundle_text_encoder(self.bundle), model_fingerprint=fingerprint,
+            self.vocabulary, bundle_text_encoder(self.bundle, progress=self._progress), model_fingerprint=fingerprint,
             text_source=self.text_source, cache_dir=self._cache_dir, use_cache=self._use_cache,
-            progress=self._progress,
         )
         if self._use_cache:
             if len(_BANKS) >= _MAX_BANKS:

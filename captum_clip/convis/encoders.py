@@ -1,9 +1,9 @@
 """Adapters from a CLIP model's pieces to the encoder callables ConVis takes.
 
-ConVis only needs two functions: ``encode_images(uint8 crops) -> (n, E)`` and ``encode_texts(strings) -> (n, E)``.
-These helpers build them from an ``encode_image``/``encode_text`` pair plus either the model's own PIL
-preprocessing (:func:`pil_preprocess_image_encoder`, bit-compatible with the reference) or an equivalent batched
-tensor resize on the model's device (:func:`tensor_resize_image_encoder`, fast), and the tokenizer.
+ConVis needs ``encode_images(uint8 crops) -> (n, E)``. These helpers build it from an ``encode_image`` function
+plus either the model's own PIL preprocessing (:func:`pil_preprocess_image_encoder`, bit-compatible with the
+reference) or an equivalent batched tensor resize on the model's device (:func:`tensor_resize_image_encoder`,
+fast). The text side is :func:`captum_clip.core.text.text_encoder`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 from .text_bank import TextEncoder
 from .windows import ImageEncoder
 
-__all__ = ["pil_preprocess_image_encoder", "tensor_resize_image_encoder", "tokenizer_text_encoder"]
+__all__ = ["pil_preprocess_image_encoder", "tensor_resize_image_encoder"]
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
@@ -118,29 +118,3 @@ def tensor_resize_image_encoder(
             return encode_image(batch).float().cpu()
 
     return encode_images
-
-
-def tokenizer_text_encoder(
-    encode_text: Callable[[torch.Tensor], torch.Tensor],
-    tokenizer: Callable[[Sequence[str]], torch.Tensor],
-    device: torch.device | str | None = None,
-) -> TextEncoder:
-    """Wrap ``encode_text`` and a tokenizer into a :data:`~.text_bank.TextEncoder`.
-
-    Args:
-        encode_text: ``(n, L) token ids -> (n, E)``, e.g. ``model.encode_text``.
-        tokenizer: ``list[str] -> (n, L)`` token ids, e.g. ``open_clip.get_tokenizer(name)``.
-        device: where to run ``encode_text``; default CPU.
-
-    Returns:
-        ``encode_texts(texts) -> (n, E)`` float tensor on the CPU.
-    """
-
-    def encode_texts(texts: Sequence[str]) -> torch.Tensor:
-        tokens = tokenizer(list(texts))
-        if device is not None:
-            tokens = tokens.to(device)
-        with torch.inference_mode():
-            return encode_text(tokens).float().cpu()
-
-    return encode_texts

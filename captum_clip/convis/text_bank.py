@@ -7,29 +7,23 @@ and the texts themselves, so a different WordNet copy with different glosses can
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
+from ..core.cache import cache_path, cached_embeddings, digest_strings
 from .vocabulary import ConceptVocabulary
 
-__all__ = ["TextBank", "TextEncoder", "build_text_bank", "default_cache_dir", "text_bank_cache_path"]
+__all__ = ["TextBank", "TextEncoder", "build_text_bank", "text_bank_cache_path"]
 
 #: ``encode_texts(list_of_n_strings) -> (n, E)`` tensor of (not necessarily normalised) text embeddings.
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 
-# Bumped whenever the stored layout or the meaning of a cached bank changes.
-_CACHE_FORMAT = "1"
+_CACHE_KIND = "convis_text_banks"
 
 
 @dataclass(frozen=True)
@@ -59,24 +53,6 @@ class TextBank:
             )
 
 
-def default_cache_dir() -> Path:
-    """Where captum_clip keeps derived data: ``$CAPTUM_CLIP_CACHE_DIR``, else ``$XDG_CACHE_HOME/captum_clip``,
-    else ``~/.cache/captum_clip``."""
-    if os.environ.get("CAPTUM_CLIP_CACHE_DIR"):
-        return Path(os.environ["CAPTUM_CLIP_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "captum_clip"
-
-
-def _cache_key(model_fingerprint: str, vocabulary: ConceptVocabulary, text_source: str, texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for part in (_CACHE_FORMAT, model_fingerprint, vocabulary.digest(), text_source):
-        h.update(part.encode())
-        h.update(b"\0")
-    h.update("\n".join(texts).encode())
-    return h.hexdigest()[:40]
-
-
 def text_bank_cache_path(
     vocabulary: ConceptVocabulary,
     model_fingerprint: str,
@@ -85,49 +61,25 @@ def text_bank_cache_path(
     cache_dir: str | os.PathLike | None = None,
     texts: Sequence[str] | None = None,
 ) -> Path:
-    """The file a text bank is cached in.
+    """The file a text bank is cached in (in captum_clip's one embedding cache, :mod:`captum_clip.core.cache`).
 
     Args:
         vocabulary: the vocabulary T.
         model_fingerprint: identifies the text encoder (weights, tokenizer, precision).
         text_source: ``"definition"`` or ``"lemmas"``.
-        cache_dir: root cache directory; default :func:`default_cache_dir`.
+        cache_dir: root cache directory; default :func:`captum_clip.core.cache.cache_root`.
         texts: the texts, when already computed (saves a WordNet pass).
 
     Returns:
-        ``<cache_dir>/convis_text_banks/<key>.safetensors``.
+        ``<cache root>/convis_text_banks/<key>.safetensors``.
     """
     texts = vocabulary.texts(text_source) if texts is None else texts
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / "convis_text_banks" / f"{_cache_key(model_fingerprint, vocabulary, text_source, texts)}.safetensors"
+    return cache_path(_CACHE_KIND, _cache_key(vocabulary, model_fingerprint, text_source, texts), cache_dir)
 
 
-def _read_cached(path: Path, expected: dict[str, str], n_rows: int) -> torch.Tensor | None:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        embeddings = load_file(str(path))["embeddings"]
-    except (OSError, SafetensorError, KeyError) as exc:
-        warnings.warn(f"ignoring unreadable text-bank cache {path}: {exc}", RuntimeWarning, stacklevel=3)
-        return None
-    if any(metadata.get(k) != v for k, v in expected.items()) or embeddings.shape[0] != n_rows:
-        # A hash collision or a hand-edited file; re-encoding is cheap next to explaining with wrong rows.
-        warnings.warn(f"ignoring text-bank cache {path}: metadata does not match", RuntimeWarning, stacklevel=3)
-        return None
-    return embeddings.float()
-
-
-def _write_cache(path: Path, embeddings: torch.Tensor, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write-then-rename so a concurrent reader never sees a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"embeddings": embeddings.contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _cache_key(vocabulary: ConceptVocabulary, model_fingerprint: str, text_source: str, texts: Sequence[str]) -> dict:
+    return {"text_tower": model_fingerprint, "vocabulary": vocabulary.digest(), "text_source": text_source,
+            "texts": digest_strings(texts)}
 
 
 def build_text_bank(
@@ -138,8 +90,6 @@ def build_text_bank(
     text_source: str = "definition",
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
-    chunk_size: int = 256,
-    progress: bool = True,
 ) -> TextBank:
     """Encode every synset's text once (or read it from the cache).
 
@@ -149,50 +99,28 @@ def build_text_bank(
         model_fingerprint: a string that changes whenever the text encoder's output would (model name,
             weights, precision, tokenizer). Part of the cache key.
         text_source: ``"definition"`` (gloss, default, as the reference) or ``"lemmas"``.
-        cache_dir: root cache directory; default :func:`default_cache_dir`.
+        cache_dir: root cache directory; default :func:`captum_clip.core.cache.cache_root`.
         use_cache: read and write the on-disk cache.
-        chunk_size: texts per ``encode_texts`` call (the reference used 256).
-        progress: show a tqdm bar while encoding.
 
     Returns:
         The :class:`TextBank`; ``from_cache`` says whether anything was encoded.
 
     Raises:
-        ValueError: for an empty fingerprint, a bad chunk size, or an encoder returning the wrong number of rows.
+        ValueError: for an empty fingerprint, or an encoder returning the wrong number of rows.
     """
     if not isinstance(model_fingerprint, str) or not model_fingerprint:
         raise ValueError("model_fingerprint must be a non-empty string identifying the text encoder")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, not {chunk_size}")
     texts = vocabulary.texts(text_source)
-    path = text_bank_cache_path(
-        vocabulary, model_fingerprint, text_source=text_source, cache_dir=cache_dir, texts=texts
-    )
-    metadata = {
-        "format": _CACHE_FORMAT,
-        "model_fingerprint": model_fingerprint,
-        "vocabulary_digest": vocabulary.digest(),
-        "text_source": text_source,
-    }
-    if use_cache and path.exists():
-        cached = _read_cached(path, metadata, len(texts))
-        if cached is not None:
-            return TextBank(cached, vocabulary.digest(), text_source, model_fingerprint, from_cache=True)
 
-    chunks = []
-    with torch.inference_mode(), tqdm(
-        total=len(texts), desc="ConVis: encoding synset texts", unit="text", disable=not progress
-    ) as bar:
-        for start in range(0, len(texts), chunk_size):
-            batch = texts[start : start + chunk_size]
-            out = torch.as_tensor(encode_texts(batch)).detach().float().cpu()
-            if out.ndim != 2 or out.shape[0] != len(batch):
-                raise ValueError(
-                    f"encode_texts returned shape {tuple(out.shape)} for {len(batch)} texts; expected (n, E)"
-                )
-            chunks.append(F.normalize(out, dim=-1))
-            bar.update(len(batch))
-    embeddings = torch.cat(chunks).clone()  # clone: leave inference mode with an ordinary tensor
-    if use_cache:
-        _write_cache(path, embeddings, metadata)
-    return TextBank(embeddings, vocabulary.digest(), text_source, model_fingerprint, from_cache=False)
+    def encode() -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            out = torch.as_tensor(encode_texts(texts)).detach().float().cpu()
+        if out.ndim != 2 or out.shape[0] != len(texts):
+            raise ValueError(f"encode_texts returned shape {tuple(out.shape)} for {len(texts)} texts; expected (n, E)")
+        return {"embeddings": F.normalize(out, dim=-1).clone()}  # clone: leave inference mode with an ordinary tensor
+
+    tensors, from_cache = cached_embeddings(
+        _CACHE_KIND, _cache_key(vocabulary, model_fingerprint, text_source, texts), encode, names=("embeddings",),
+        rows=len(texts), cache_dir=cache_dir, use_cache=use_cache,
+    )
+    return TextBank(tensors["embeddings"], vocabulary.digest(), text_source, model_fingerprint, from_cache=from_cache)

@@ -32,7 +32,7 @@ from typing import Union
 import torch
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader, WordNetError
 
-from .wordnet import load_wordnet, sense_tag_counts
+from ..wordnet import load_wordnet, sense_tag_counts
 
 __all__ = [
     "ROOT_SYNSET",
@@ -157,7 +157,7 @@ class ConceptVocabulary:
             join_spaces: look multi-word entries up with underscores (WordNet's spelling). The reference passes
                 words unchanged, so its two multi-word entries ("creme brulee", "dune buggy") find no synset;
                 ``False`` reproduces its 7,080-synset T exactly.
-            wordnet: a WordNet reader; default :func:`~captum_clip.convis.wordnet.load_wordnet`.
+            wordnet: a WordNet reader; default :func:`~captum_clip.wordnet.load_wordnet`.
 
         Returns:
             The vocabulary, rows sorted by synset name.
@@ -188,7 +188,7 @@ class ConceptVocabulary:
 
         Args:
             synsets: synset names (``"cat.n.01"``) or nltk ``Synset`` objects.
-            wordnet: a WordNet reader; default :func:`~captum_clip.convis.wordnet.load_wordnet`.
+            wordnet: a WordNet reader; default :func:`~captum_clip.wordnet.load_wordnet`.
             source: description used in error messages.
 
         Returns:
@@ -461,7 +461,7 @@ def default_vocabulary(wordnet: WordNetCorpusReader | None = None) -> ConceptVoc
     """The project's built-in vocabulary (rule: :data:`DEFAULT_VOCABULARY_RULE`), built once per reader.
 
     Args:
-        wordnet: a WordNet reader; default :func:`~captum_clip.convis.wordnet.load_wordnet`.
+        wordnet: a WordNet reader; default :func:`~captum_clip.wordnet.load_wordnet`.
 
     Returns:
         The vocabulary, rows sorted by synset name (|T| = 7,156 on WordNet 3.0).

@@ -26,9 +26,9 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..attr.token_similarity import check_classifier
-from ..attr.validation import (Targets, TargetLike, check_images, refuse_additional_forward_args, resolve_targets,
+from ..base.inputs import (Targets, TargetLike, check_images, refuse_additional_forward_args, resolve_targets,
                                unpack_inputs)
-from ..classifier import ZeroShotClassifier
+from ..core.classifier import ZeroShotClassifier
 from ..errors import require_finite
 from .bank_embeddings import DESCRIPTOR_TEMPLATE, BankEmbeddings, encode_descriptor_bank
 from .concepts import ConceptBasis, VisualConcepts, apply_concept_basis, fit_concept_basis, tower_features

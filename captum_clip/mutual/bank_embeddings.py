@@ -8,31 +8,26 @@ Mutual Knowledge needs two embeddings of every descriptor d:
 * E_txt(d) of the *bare* string, L2-normalised: the relevance filter and the importance s(d) of Dv use it.
 
 Encoding a 4k-descriptor bank costs minutes on a CPU and depends only on the text tower and the strings, so both
-matrices are cached in one safetensors file keyed by a model fingerprint, the bank digest and the template.
+matrices are cached in captum_clip's one embedding cache (:mod:`captum_clip.core.cache`), keyed by the text
+tower's fingerprint, the bank digest and the template.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..core.cache import cache_path, cached_embeddings
+from ..core.text import encode_texts, text_tower_fingerprint
 from .descriptor_bank import DescriptorBank
 
 __all__ = [
     "DESCRIPTOR_TEMPLATE",
     "BankEmbeddings",
-    "model_fingerprint",
     "bank_embeddings_cache_path",
     "encode_descriptor_bank",
 ]
@@ -40,10 +35,7 @@ __all__ = [
 #: Template of the descriptor classifier's rows (App. L of the paper).
 DESCRIPTOR_TEMPLATE = "a photo showing {}"
 
-# Bumped whenever the stored layout or meaning of a cached file changes.
-_CACHE_FORMAT = "1"
-# Elements sampled per tensor for the fingerprint; with each tensor's sum this separates any two checkpoints.
-_FINGERPRINT_SAMPLES = 4096
+_CACHE_KIND = "mutual_banks"
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,7 @@ class BankEmbeddings:
         prompted: (D, E) float32 W_D, rows E_txt(template.format(d)) / norm.
         bare: (D, E) float32 rows E_txt(d) / norm.
         bank_digest: :meth:`DescriptorBank.digest` of the bank they belong to.
-        fingerprint: the model fingerprint they were computed with.
+        fingerprint: the text tower's fingerprint they were computed with.
         from_cache: True when read from disk.
     """
 
@@ -69,85 +61,14 @@ class BankEmbeddings:
                               self.from_cache)
 
 
-def model_fingerprint(model: nn.Module, tokenizer=None) -> str:
-    """A short id of a model's weights (and tokenizer) that changes whenever its text embeddings would.
-
-    Every state-dict entry contributes its name, shape, dtype, its sum and ~4k evenly strided values, so it
-    costs one pass over the weights without hashing every byte.
-
-    Args:
-        model: the CLIP model.
-        tokenizer: its tokenizer (type and context length are included).
-
-    Returns:
-        A 32-character hex string.
-    """
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            flat = tensor.detach().reshape(-1)
-            h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-            if flat.numel() == 0:
-                continue
-            if flat.is_floating_point() or flat.is_complex():
-                h.update(f"{float(flat.double().sum()):.6e}".encode())
-            step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
-            h.update(flat[::step].to("cpu", torch.float64).numpy().tobytes())
-    if tokenizer is not None:
-        h.update(f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}|"
-                 f"{getattr(tokenizer, 'context_length', '')}".encode())
-    return h.hexdigest()[:32]
-
-
 def bank_embeddings_cache_path(bank: DescriptorBank, fingerprint: str, template: str = DESCRIPTOR_TEMPLATE,
                                cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<cache_dir>/mutual_banks/<key>.safetensors`` for this model fingerprint, bank and template."""
-    from ..convis.text_bank import default_cache_dir
-
-    h = hashlib.sha256()
-    for part in (_CACHE_FORMAT, fingerprint, bank.digest(), template):
-        h.update(part.encode("utf-8"))
-        h.update(b"\0")
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / "mutual_banks" / f"{h.hexdigest()[:40]}.safetensors"
+    """``<cache root>/mutual_banks/<key>.safetensors`` for this text tower, bank and template."""
+    return cache_path(_CACHE_KIND, _cache_key(bank, fingerprint, template), cache_dir)
 
 
-def _read(path: Path, metadata: dict, n_rows: int) -> tuple[Tensor, Tensor] | None:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            stored = handle.metadata() or {}
-        tensors = load_file(str(path))
-        prompted, bare = tensors["prompted"], tensors["bare"]
-    except (OSError, SafetensorError, KeyError) as error:
-        warnings.warn(f"ignoring unreadable descriptor-embedding cache {path}: {error}", RuntimeWarning, stacklevel=3)
-        return None
-    mismatch = any(stored.get(k) != v for k, v in metadata.items())
-    if mismatch or prompted.shape[0] != n_rows or bare.shape != prompted.shape:
-        warnings.warn(f"ignoring descriptor-embedding cache {path}: it does not match", RuntimeWarning, stacklevel=3)
-        return None
-    return prompted.float(), bare.float()
-
-
-def _write(path: Path, prompted: Tensor, bare: Tensor, metadata: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write-then-rename so a concurrent reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"prompted": prompted.contiguous(), "bare": bare.contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _encode(texts: Sequence[str], model: nn.Module, tokenizer: Callable, device, chunk_size: int) -> Tensor:
-    rows = []
-    with torch.no_grad():
-        for start in range(0, len(texts), chunk_size):
-            tokens = tokenizer(list(texts[start:start + chunk_size])).to(device)
-            rows.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
-    return torch.cat(rows)
+def _cache_key(bank: DescriptorBank, fingerprint: str, template: str) -> dict:
+    return {"text_tower": fingerprint, "bank": bank.digest(), "template": template}
 
 
 def encode_descriptor_bank(
@@ -158,8 +79,6 @@ def encode_descriptor_bank(
     template: str = DESCRIPTOR_TEMPLATE,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
-    chunk_size: int = 256,
-    fingerprint: str | None = None,
 ) -> BankEmbeddings:
     """Both embeddings of every descriptor, from the on-disk cache when possible.
 
@@ -168,31 +87,26 @@ def encode_descriptor_bank(
         model: the CLIP model (its ``encode_text`` is called under ``no_grad``; the model is not modified).
         tokenizer: ``list[str] -> (n, context) token ids``.
         template: the W_D template with one ``{}``.
-        cache_dir: cache root; default ``captum_clip.convis.text_bank.default_cache_dir()``.
+        cache_dir: cache root; default :func:`captum_clip.core.cache.cache_root`.
         use_cache: read and write the cache.
-        chunk_size: texts per ``encode_text`` call.
-        fingerprint: precomputed :func:`model_fingerprint` (computed when None).
 
     Returns:
         :class:`BankEmbeddings` on the CPU.
 
     Raises:
-        ValueError: a template without ``{}`` or a non-positive chunk size.
+        ValueError: a template without ``{}``.
     """
     if "{}" not in template:
         raise ValueError(f"template must contain '{{}}'; got {template!r}.")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive; got {chunk_size}.")
-    fingerprint = fingerprint or model_fingerprint(model, tokenizer)
-    path = bank_embeddings_cache_path(bank, fingerprint, template, cache_dir)
-    metadata = {"format": _CACHE_FORMAT, "fingerprint": fingerprint, "bank_digest": bank.digest(), "template": template}
-    if use_cache and path.is_file():
-        cached = _read(path, metadata, len(bank))
-        if cached is not None:
-            return BankEmbeddings(*cached, bank.digest(), fingerprint, from_cache=True)
-    device = next(model.parameters()).device
-    prompted = _encode([template.format(d) for d in bank.descriptors], model, tokenizer, device, chunk_size)
-    bare = _encode(list(bank.descriptors), model, tokenizer, device, chunk_size)
-    if use_cache:
-        _write(path, prompted, bare, metadata)
-    return BankEmbeddings(prompted, bare, bank.digest(), fingerprint, from_cache=False)
+    fingerprint = text_tower_fingerprint(model, tokenizer)
+    stage = "Mutual Knowledge: the descriptor embeddings"
+
+    def encode() -> dict:
+        return {"prompted": encode_texts(model, tokenizer, [template.format(d) for d in bank.descriptors],
+                                         stage=stage).cpu(),
+                "bare": encode_texts(model, tokenizer, list(bank.descriptors), stage=stage).cpu()}
+
+    tensors, from_cache = cached_embeddings(_CACHE_KIND, _cache_key(bank, fingerprint, template), encode,
+                                            names=("prompted", "bare"), rows=len(bank), cache_dir=cache_dir,
+                                            use_cache=use_cache)
+    return BankEmbeddings(tensors["prompted"], tensors["bare"], bank.digest(), fingerprint, from_cache=from_cache)

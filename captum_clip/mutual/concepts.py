@@ -5,7 +5,7 @@ paper) and then *applied* to the images being explained. Applying the fit of a b
 gives exactly its labels in the joint fit, so explaining a batch at once and explaining its images one at a
 time against that batch agree.
 
-Features come from the tower adapter (:meth:`captum_clip.towers.VisionTower.last_block_features`); this module
+Features come from the tower adapter (:meth:`captum_clip.core.towers.VisionTower.last_block_features`); this module
 never touches open_clip internals.
 """
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import require_finite
-from ..towers import VisionTower
+from ..core.towers import VisionTower
 from .foreground import ProminentProjection, fit_prominent_projection, prominent_patches
 from .parts import PartModel, assign_parts, concept_pixel_masks, fit_part_model
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
+from ..core.cache import cache_root
+
 __all__ = [
     "DescriptorBank",
     "BankSource",
@@ -186,7 +188,7 @@ def wordnet_descriptors_for(name: str, wordnet) -> list[str]:
 
     Args:
         name: the class name ("golden retriever", "red star").
-        wordnet: an nltk ``WordNetCorpusReader`` (see :func:`captum_clip.convis.wordnet.load_wordnet`).
+        wordnet: an nltk ``WordNetCorpusReader`` (see :func:`captum_clip.wordnet.load_wordnet`).
 
     Returns:
         The class's descriptors, without repeats.
@@ -214,12 +216,9 @@ def wordnet_descriptors_for(name: str, wordnet) -> list[str]:
 
 
 def _wordnet_cache_path(classnames: Sequence[str], cache_dir) -> Path:
-    from ..convis.text_bank import default_cache_dir
-
     h = hashlib.sha256(WORDNET_BANK_VERSION.encode())
     h.update("\n".join(classnames).encode("utf-8"))
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / "mutual_banks" / f"wordnet_{h.hexdigest()[:32]}.json"
+    return cache_root(cache_dir) / "mutual_banks" / f"wordnet_{h.hexdigest()[:32]}.json"
 
 
 def wordnet_descriptor_bank(
@@ -235,8 +234,8 @@ def wordnet_descriptor_bank(
 
     Args:
         classnames: the classes to describe.
-        wordnet: an nltk WordNet reader; default :func:`captum_clip.convis.wordnet.load_wordnet`.
-        cache_dir: cache root; default ``captum_clip.convis.text_bank.default_cache_dir()``.
+        wordnet: an nltk WordNet reader; default :func:`captum_clip.wordnet.load_wordnet`.
+        cache_dir: cache root; default :func:`captum_clip.core.cache.cache_root`.
         use_cache: read/write the cached JSON.
 
     Returns:
@@ -244,7 +243,7 @@ def wordnet_descriptor_bank(
 
     Raises:
         ValueError: no class names.
-        captum_clip.convis.wordnet.WordNetNotFoundError: WordNet is not installed.
+        captum_clip.wordnet.WordNetNotFoundError: WordNet is not installed.
     """
     classnames = [str(c) for c in classnames]
     if not classnames:
@@ -258,7 +257,7 @@ def wordnet_descriptor_bank(
         except ValueError:
             pass  # an unreadable cache is regenerated below
     if wordnet is None:
-        from ..convis.wordnet import load_wordnet
+        from ..wordnet import load_wordnet
 
         wordnet = load_wordnet()
     mapping = {name: wordnet_descriptors_for(name, wordnet) for name in classnames}

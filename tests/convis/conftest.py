@@ -46,7 +46,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_wordnet():
-    from captum_clip.convis.wordnet import WordNetNotFoundError, load_wordnet
+    from captum_clip.wordnet import WordNetNotFoundError, load_wordnet
 
     try:
         return load_wordnet()
@@ -101,7 +101,7 @@ def golden_text_subset(real_wordnet, golden_vocabulary_names, tiny_clip, tmp_pat
     A tenth keeps the test quick; each gloss is encoded independently, so the rows stand for the rest. The map
     tests rank against the stored golden D.
     """
-    from captum_clip.convis.encoders import tokenizer_text_encoder
+    from captum_clip.core.text import text_encoder
     from captum_clip.convis.text_bank import build_text_bank
     from captum_clip.convis.vocabulary import ConceptVocabulary
 
@@ -110,10 +110,9 @@ def golden_text_subset(real_wordnet, golden_vocabulary_names, tiny_clip, tmp_pat
     cache_dir = tmp_path_factory.mktemp("convis_cache")
     bank = build_text_bank(
         vocabulary,
-        tokenizer_text_encoder(model.encode_text, tokenizer),
+        text_encoder(model, tokenizer, stage="the golden text bank", normalize=False),
         model_fingerprint="tiny-vit/golden",
         cache_dir=cache_dir,
-        progress=False,
     )
     return vocabulary, bank, cache_dir
 
@@ -123,7 +122,7 @@ def isolated_nltk_path(tmp_path, monkeypatch):
     """An empty nltk data path and no WNSEARCHDIR, so only the fake databases a test creates are visible."""
     import nltk
 
-    from captum_clip.convis.wordnet import clear_wordnet_cache
+    from captum_clip.wordnet import clear_wordnet_cache
 
     empty = tmp_path / "empty_nltk_data"
     empty.mkdir()
@@ -138,7 +137,7 @@ def isolated_nltk_path(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_wordnet(tmp_path, isolated_nltk_path):
     """A reader over the fake database laid out like Debian's package (no lexnames, no index.sense)."""
-    from captum_clip.convis.wordnet import load_wordnet
+    from captum_clip.wordnet import load_wordnet
 
     folder = write_fake_wordnet(tmp_path / "system_wordnet", with_lexnames=False)
     return load_wordnet(system_dirs=[folder])

@@ -70,7 +70,7 @@ def _data_file(synsets: list[FakeSynset], offsets: dict[str, int]) -> str:
 
 def write_fake_wordnet(folder: Path, *, with_lexnames: bool, with_index_sense: bool = False) -> Path:
     """Write the fake database into *folder* (created); returns it."""
-    from captum_clip.convis.wordnet import lexnames_text
+    from captum_clip.wordnet import lexnames_text
 
     folder.mkdir(parents=True, exist_ok=True)
     offsets: dict[str, int] = {}

@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from captum_clip.convis.attribution import ConVisAttribution
-from captum_clip.convis.experiments import (
+from captum_clip.evaluation.convis_experiments import (
     centre_prior_map,
     folder_localisation,
     folder_ood,
@@ -24,11 +24,11 @@ from captum_clip.convis.experiments import (
     scene_localisation,
     scene_ood,
 )
-from captum_clip.convis.ood import descends_from, ood_auroc, ood_texts, run_ood_experiment
-from captum_clip.convis.scene_concepts import COLOR_SYNSETS, SHAPE_SYNSETS, scene_class_synset
+from captum_clip.evaluation.convis_ood import descends_from, ood_auroc, ood_texts, run_ood_experiment
+from captum_clip.shipped.presets import COLOR_SYNSETS, SHAPE_SYNSETS, scene_class_synset
 from captum_clip.convis.vocabulary import ConceptVocabulary
 from captum_clip.convis.windows import WindowConfig
-from captum_clip.datasets import COLORS, SHAPES
+from captum_clip.shipped import COLORS, SHAPES
 
 from ..conftest import TINY_CONFIGS, torch_threads
 
@@ -170,7 +170,7 @@ def test_folder_localisation_uses_the_square_frame(tmp_path, tiny_bundles, shape
 
 def test_registry_and_quantus_adapter(tiny_classifiers, tiny_bundles, shapes_vocabulary, cache_dir):
     from captum_clip.methods import DISPLAY_NAMES, METHODS, build_method
-    from captum_clip.metrics import make_explain_func
+    from captum_clip.evaluation import make_explain_func
 
     assert "convis" in METHODS and DISPLAY_NAMES["convis"] == "ConVis"
     classifier = tiny_classifiers["vit"]  # classes: cat, dog, red star, blue ring
@@ -240,7 +240,7 @@ def test_cli_explain_with_convis(tiny_checkpoint, tmp_path, monkeypatch, cache_d
 def test_registry_gives_scene_classifiers_the_scene_table(tiny_bundles, shapes_vocabulary, cache_dir, monkeypatch):
     from captum_clip import ZeroShotClassifier
     from captum_clip.convis import scene_concepts
-    from captum_clip.convis.scene_concepts import is_scene_classnames
+    from captum_clip.shipped.presets import is_scene_classnames
     from captum_clip.methods import build_method
 
     assert is_scene_classnames(["red star", "blue ring", "green"]) and not is_scene_classnames(["cat", "red star"])

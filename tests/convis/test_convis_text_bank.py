@@ -1,4 +1,4 @@
-"""Text bank: chunked encoding, on-disk cache (hit, invalidation, corruption) and the golden D."""
+"""Text bank: encoding, on-disk cache (hit, invalidation, corruption) and the golden D."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from captum_clip.convis.text_bank import build_text_bank, default_cache_dir, text_bank_cache_path
+from captum_clip.convis.text_bank import build_text_bank, text_bank_cache_path
 from captum_clip.convis.vocabulary import ConceptVocabulary
 
 
@@ -33,71 +33,58 @@ def vocab(fake_wordnet):
     return ConceptVocabulary.from_words(["cat", "cup", "bird"], wordnet=fake_wordnet)
 
 
-def test_encodes_in_chunks_then_hits_the_cache(vocab, tmp_path):
+def test_encodes_once_then_hits_the_cache(vocab, tmp_path):
     encoder = CountingEncoder()
-    first = build_text_bank(vocab, encoder, model_fingerprint="hash-model", cache_dir=tmp_path, chunk_size=4,
-                            progress=False)
-    assert encoder.calls == [4, 4, 2] and not first.from_cache
+    first = build_text_bank(vocab, encoder, model_fingerprint="hash-model", cache_dir=tmp_path)
+    assert encoder.calls == [len(vocab)] and not first.from_cache
     assert first.embeddings.shape == (len(vocab), 6)
     assert torch.allclose(first.embeddings.norm(dim=1), torch.ones(len(vocab)))
     expected = torch.nn.functional.normalize(CountingEncoder()(vocab.texts()), dim=1)
     assert torch.equal(first.embeddings, expected)
     assert text_bank_cache_path(vocab, "hash-model", cache_dir=tmp_path).is_file()
 
-    second = build_text_bank(vocab, _refuse, model_fingerprint="hash-model", cache_dir=tmp_path, progress=False)
+    second = build_text_bank(vocab, _refuse, model_fingerprint="hash-model", cache_dir=tmp_path)
     assert second.from_cache
     assert torch.equal(second.embeddings, first.embeddings)
     second.check_matches(vocab)
 
 
 def test_cache_key_separates_models_sources_and_vocabularies(vocab, tmp_path, fake_wordnet):
-    build_text_bank(vocab, CountingEncoder(), model_fingerprint="model-a", cache_dir=tmp_path, progress=False)
+    build_text_bank(vocab, CountingEncoder(), model_fingerprint="model-a", cache_dir=tmp_path)
     for kwargs, other_vocab in [
         ({"model_fingerprint": "model-b"}, vocab),
         ({"model_fingerprint": "model-a", "text_source": "lemmas"}, vocab),
         ({"model_fingerprint": "model-a"}, ConceptVocabulary.from_words(["cat", "cup"], wordnet=fake_wordnet)),
     ]:
         encoder = CountingEncoder()
-        bank = build_text_bank(other_vocab, encoder, cache_dir=tmp_path, progress=False, **kwargs)
+        bank = build_text_bank(other_vocab, encoder, cache_dir=tmp_path, **kwargs)
         assert not bank.from_cache and encoder.calls, kwargs
     assert len(list((tmp_path / "convis_text_banks").glob("*.safetensors"))) == 4
     # Without the cache, everything is encoded again and nothing is written.
     encoder = CountingEncoder()
-    build_text_bank(vocab, encoder, model_fingerprint="model-a", cache_dir=tmp_path / "off", use_cache=False,
-                    progress=False)
+    build_text_bank(vocab, encoder, model_fingerprint="model-a", cache_dir=tmp_path / "off", use_cache=False)
     assert encoder.calls and not (tmp_path / "off").exists()
 
 
 def test_corrupt_cache_is_reencoded_with_a_warning(vocab, tmp_path):
-    build_text_bank(vocab, CountingEncoder(), model_fingerprint="m", cache_dir=tmp_path, progress=False)
+    build_text_bank(vocab, CountingEncoder(), model_fingerprint="m", cache_dir=tmp_path)
     path = text_bank_cache_path(vocab, "m", cache_dir=tmp_path)
     path.write_bytes(b"not a safetensors file")
     encoder = CountingEncoder()
-    with pytest.warns(RuntimeWarning, match="unreadable text-bank cache"):
-        bank = build_text_bank(vocab, encoder, model_fingerprint="m", cache_dir=tmp_path, progress=False)
+    with pytest.warns(RuntimeWarning, match="unreadable embedding cache"):
+        bank = build_text_bank(vocab, encoder, model_fingerprint="m", cache_dir=tmp_path)
     assert encoder.calls and not bank.from_cache
-    assert build_text_bank(vocab, _refuse, model_fingerprint="m", cache_dir=tmp_path, progress=False).from_cache
+    assert build_text_bank(vocab, _refuse, model_fingerprint="m", cache_dir=tmp_path).from_cache
 
 
 def test_bad_arguments(vocab, tmp_path, fake_wordnet):
     with pytest.raises(ValueError, match="model_fingerprint"):
         build_text_bank(vocab, CountingEncoder(), model_fingerprint="", cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="chunk_size"):
-        build_text_bank(vocab, CountingEncoder(), model_fingerprint="m", cache_dir=tmp_path, chunk_size=0)
     with pytest.raises(ValueError, match="encode_texts returned"):
-        build_text_bank(vocab, lambda t: torch.zeros(1, 3), model_fingerprint="m", cache_dir=tmp_path,
-                        progress=False)
-    bank = build_text_bank(vocab, CountingEncoder(), model_fingerprint="m", use_cache=False, progress=False)
+        build_text_bank(vocab, lambda t: torch.zeros(1, 3), model_fingerprint="m", cache_dir=tmp_path)
+    bank = build_text_bank(vocab, CountingEncoder(), model_fingerprint="m", use_cache=False)
     with pytest.raises(ValueError, match="another vocabulary"):
         bank.check_matches(ConceptVocabulary.from_words(["cat"], wordnet=fake_wordnet))
-
-
-def test_default_cache_dir_honours_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("CAPTUM_CLIP_CACHE_DIR", str(tmp_path / "explicit"))
-    assert default_cache_dir() == tmp_path / "explicit"
-    monkeypatch.delenv("CAPTUM_CLIP_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "captum_clip"
 
 
 # ------------------------------------------------------------------------------------------------- golden
@@ -111,6 +98,5 @@ def test_golden_text_bank_rows(golden_text_subset, convis_golden_dir):
     assert len(rows) >= 708
     np.testing.assert_allclose(bank.embeddings.numpy(), golden["D"][rows], rtol=0, atol=1e-6)
     # A second build of the same bank reads the file the first one wrote.
-    again = build_text_bank(vocabulary, _refuse, model_fingerprint="tiny-vit/golden", cache_dir=cache_dir,
-                            progress=False)
+    again = build_text_bank(vocabulary, _refuse, model_fingerprint="tiny-vit/golden", cache_dir=cache_dir)
     assert again.from_cache and torch.equal(again.embeddings, bank.embeddings)

@@ -9,7 +9,7 @@ from pathlib import Path
 import nltk
 import pytest
 
-from captum_clip.convis.wordnet import (
+from captum_clip.wordnet import (
     LEXNAMES,
     WordNetNotFoundError,
     WordNetReader,

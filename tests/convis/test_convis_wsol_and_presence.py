@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from captum_clip.convis.frames import box_to_square_frame
-from captum_clip.convis.image_folders import folder_synset, read_boxes_file
+from captum_clip.evaluation.image_folders import folder_synset, read_boxes_file
 from captum_clip.convis.presence import subtree_min_all
 from captum_clip.convis.ranks import subtree_min
-from captum_clip.convis.wsol import box_iou, boxes_from_masks, largest_component_box, max_box_accuracy
+from captum_clip.evaluation.convis_wsol import box_iou, boxes_from_masks, largest_component_box, max_box_accuracy
 
 
 def test_box_iou_uses_inclusive_pixel_corners():

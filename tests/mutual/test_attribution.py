@@ -10,13 +10,8 @@ import torch
 from captum.attr import Attribution, NoiseTunnel
 
 from captum_clip.methods import DISPLAY_NAMES, build_method
-from captum_clip.mutual import (
-    ConceptBasis,
-    MutualConceptAttribution,
-    aggregate_explanations,
-    aggregate_curves,
-    mutual_information,
-)
+from captum_clip.mutual import ConceptBasis, MutualConceptAttribution, aggregate_explanations
+from captum_clip.mutual.information import aggregate_curves, mutual_information
 
 from ..conftest import assert_unchanged, images_for, snapshot
 from .conftest import TINY_BANK

@@ -8,17 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captum_clip.mutual import (
-    DESCRIPTOR_TEMPLATE,
-    DescriptorBank,
-    bank_embeddings_cache_path,
-    encode_descriptor_bank,
-    load_descriptor_bank,
-    model_fingerprint,
-    scene_descriptor_bank,
-    wordnet_descriptor_bank,
-    wordnet_descriptors_for,
-)
+from captum_clip.mutual import DescriptorBank, encode_descriptor_bank, load_descriptor_bank, wordnet_descriptor_bank
+from captum_clip.mutual.bank_embeddings import DESCRIPTOR_TEMPLATE, bank_embeddings_cache_path, model_fingerprint
+from captum_clip.shipped.scene_bank import scene_descriptor_bank
+from captum_clip.mutual.descriptor_bank import wordnet_descriptors_for
 
 from ..conftest import perturb_
 
@@ -144,7 +137,7 @@ def test_wordnet_descriptors_glosses_meronyms_hypernyms():
 
 
 def test_wordnet_bank_is_cached_per_class_list(tmp_path, monkeypatch):
-    import captum_clip.convis.wordnet as wordnet_module
+    import captum_clip.wordnet as wordnet_module
 
     fake = FakeWordNet()
     monkeypatch.setattr(wordnet_module, "load_wordnet", lambda: fake)

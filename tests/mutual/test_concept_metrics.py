@@ -8,19 +8,18 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from captum_clip.mutual import (
+from captum_clip.mutual import concept_figure, save_concept_figure
+from captum_clip.evaluation.concept_metrics import (
     accuracy_drop,
     accuracy_increase,
     concept_deletion,
-    concept_figure,
     concept_insertion,
     concept_perturbation_curves,
     evaluate_concepts,
     gaussian_blur,
-    ranked_concept_masks,
-    save_concept_figure,
     trapezoid_auc,
 )
+from captum_clip.mutual.results import ranked_concept_masks
 from captum_clip.viz import to_display_images
 
 from ..conftest import images_for

@@ -9,22 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from captum_clip.mutual import (
-    class_descriptors,
-    concept_pixel_masks,
-    concept_visit_order,
-    fit_concept_ellipses,
-    fit_ellipse,
-    keep_largest_components,
-    kmeans_parts,
-    match_descriptors,
-    mutual_information_dynamics,
-    pca_parts,
-    prominent_patches,
-    render_visual_prompts,
-    sinkhorn,
-    upsample_patch_map,
-)
+from captum_clip.mutual.matching import class_descriptors, match_descriptors, sinkhorn
+from captum_clip.mutual.parts import concept_pixel_masks, concept_visit_order, kmeans_parts, pca_parts
+from captum_clip.mutual.prompts import fit_concept_ellipses, fit_ellipse, render_visual_prompts
+from captum_clip.mutual.foreground import keep_largest_components, prominent_patches, upsample_patch_map
+from captum_clip.mutual.information import mutual_information_dynamics
 
 
 def _blob_features(b=3, g=8, c=16, seed=0):

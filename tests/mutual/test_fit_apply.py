@@ -7,17 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captum_clip.mutual import (
-    apply_concept_basis,
-    assign_parts,
-    fit_concept_basis,
-    fit_part_model,
-    fit_prominent_projection,
-    pca_parts,
-    prominent_patches,
-    project_prominent_scores,
-    render_visual_prompts,
-)
+from captum_clip.mutual.concepts import apply_concept_basis, fit_concept_basis
+from captum_clip.mutual.parts import assign_parts, fit_part_model, pca_parts
+from captum_clip.mutual.foreground import fit_prominent_projection, prominent_patches, project_prominent_scores
+from captum_clip.mutual.prompts import render_visual_prompts
 
 from .test_golden_stages import CONCEPT_FILES, FG_VARIANTS
 
@@ -80,7 +73,7 @@ def test_kmeans_model_assigns_like_the_joint_fit():
         np.testing.assert_array_equal(assign_parts(model, features[b:b + 1], fg[b:b + 1]).labels[0].numpy(),
                                       joint.labels[b].numpy())
     # The legacy one-call helper is the same fit.
-    from captum_clip.mutual import kmeans_parts
+    from captum_clip.mutual.parts import kmeans_parts
 
     np.testing.assert_array_equal(kmeans_parts(features, fg, 4).labels.numpy(), joint.labels.numpy())
     assert torch.equal(pca_parts(features, fg, 4).labels,

@@ -12,25 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from captum_clip.mutual import (
-    aggregate_curves,
-    concept_pixel_masks,
-    concept_visit_order,
+from captum_clip.mutual.information import aggregate_curves, mutual_information, mutual_information_dynamics
+from captum_clip.mutual.parts import concept_pixel_masks, concept_visit_order, pca_parts
+from captum_clip.mutual.prompts import (
     denormalize_to_uint8,
     ellipse_fill_masks,
     fit_concept_ellipses,
     fit_ellipse,
-    keep_largest_components,
     largest_external_contour,
-    match_descriptors,
-    mutual_information,
-    mutual_information_dynamics,
     normalize_uint8_images,
-    pca_parts,
-    prominent_patches,
     render_visual_prompts,
-    threshold_candidates,
 )
+from captum_clip.mutual.foreground import keep_largest_components, prominent_patches, threshold_candidates
+from captum_clip.mutual.matching import match_descriptors
 
 from .conftest import GOLDEN_DIR
 

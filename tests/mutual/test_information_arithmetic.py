@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from captum_clip.mutual import (
+from captum_clip.mutual.information import (
     aggregate_curves,
     mutual_descriptor_mask,
     mutual_information,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captum_clip.loading import BUILTIN_MODELS
-from captum_clip.mutual.scene_example import (RED_STAR_BLUE_RING_SEED, concept_mass_on_objects, explain_scene,
+from captum_clip.core.loading import BUILTIN_MODELS
+from captum_clip.shipped.mutual_example import (RED_STAR_BLUE_RING_SEED, concept_mass_on_objects, explain_scene,
                                               object_cell_share)
 
 pytestmark = pytest.mark.skipif(not BUILTIN_MODELS["shapes"][1].is_file(), reason="shipped scene model not built")
@@ -53,11 +53,11 @@ def test_descriptors_come_from_the_scene_bank_and_make_sense(result):
 
 
 def test_survey_seeds_hold_a_red_star_and_a_blue_ring():
-    from captum_clip.mutual.scene_example import RED_STAR_BLUE_RING_SEEDS, find_scene_seeds
+    from captum_clip.shipped.mutual_example import RED_STAR_BLUE_RING_SEEDS, find_scene_seeds
 
     assert find_scene_seeds(("red star", "blue ring"), 3880, 3890) == [3888]
     assert RED_STAR_BLUE_RING_SEED in RED_STAR_BLUE_RING_SEEDS and len(set(RED_STAR_BLUE_RING_SEEDS)) == 16
-    from captum_clip.datasets import generate_scene
+    from captum_clip.shipped import generate_scene
 
     for seed in RED_STAR_BLUE_RING_SEEDS:
         assert sorted(generate_scene(seed, image_size=64, n_objects=2).objects) == ["blue ring", "red star"]
@@ -69,7 +69,7 @@ def test_concepts_fall_on_the_objects_across_red_star_blue_ring_scenes():
     Measured with the shipped model (docs/mutual.md): 0.93 of the concept mass on object cells against their
     0.41 share of the image, and more than half on object cells in all 16 scenes.
     """
-    from captum_clip.mutual.scene_example import survey_scenes
+    from captum_clip.shipped.mutual_example import survey_scenes
 
     survey = survey_scenes()
     n = len(survey.seeds)

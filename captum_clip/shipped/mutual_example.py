@@ -1,6 +1,6 @@
 """Mutual Knowledge on a generated scene of a red star and a blue ring, with the shipped scene model, offline.
 
-    python -m captum_clip.mutual.scene_example [--seed 3888] [--u 8] [--out mutual_scene.png]
+    python -m captum_clip.shipped.mutual_example [--seed 3888] [--u 8] [--out mutual_scene.png]
         [--model shapes] [--pretrained FILE] [--survey]
 
 The label set is the 36 "colour shape" classes the scene model was trained for, the bank is
@@ -17,14 +17,14 @@ from typing import List, NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..classifier import ZeroShotClassifier
-from ..datasets import Scene, generate_scene, single_object_classnames, to_tensor
-from ..datasets.evaluate import ZERO_SHOT_TEMPLATES
-from ..loading import ClipBundle, load_clip
+from ..core.classifier import ZeroShotClassifier
+from . import Scene, generate_scene, single_object_classnames, to_tensor
+from .zero_shot import ZERO_SHOT_TEMPLATES
+from ..core.loading import ClipBundle, load_clip
 from ..viz import to_display_images
-from .attribution import MutualConceptAttribution
-from .figure import save_concept_figure
-from .results import MutualExplanation
+from ..mutual.attribution import MutualConceptAttribution
+from ..mutual.figure import save_concept_figure
+from ..mutual.results import MutualExplanation
 from .scene_bank import scene_descriptor_bank
 
 __all__ = ["RED_STAR_BLUE_RING_SEED", "RED_STAR_BLUE_RING_SEEDS", "SceneExplanation", "SceneSurvey",

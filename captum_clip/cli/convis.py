@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..argtypes import positive_int
+from .argtypes import positive_int
 
 __all__ = ["add_convis_commands"]
 
@@ -49,9 +49,9 @@ def _add_convis_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     """(bundle, vocabulary, text source, scene mode?) from the common arguments."""
-    from ..loading import load_clip
-    from .scene_concepts import SCENE_TEXT_SOURCE, scene_vocabulary
-    from .vocabulary import ConceptVocabulary, default_vocabulary, read_word_list
+    from ..core.loading import load_clip
+    from ..shipped.presets import SCENE_TEXT_SOURCE, scene_vocabulary
+    from ..convis.vocabulary import ConceptVocabulary, default_vocabulary, read_word_list
 
     try:
         bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
@@ -70,14 +70,14 @@ def _load(args: argparse.Namespace):
 
 
 def _scene_synsets():
-    from .scene_concepts import COLOR_SYNSETS, SHAPE_SYNSETS
+    from ..shipped.presets import COLOR_SYNSETS, SHAPE_SYNSETS
 
     return [*SHAPE_SYNSETS.values(), *COLOR_SYNSETS.values()]
 
 
 def _method(args: argparse.Namespace, bundle, vocabulary, text_source: str, progress: bool = False):
-    from .attribution import ConVisAttribution
-    from .windows import WindowConfig
+    from ..convis.attribution import ConVisAttribution
+    from ..convis.windows import WindowConfig
 
     try:
         windows = WindowConfig(stride=args.stride, pad_fill=args.pad_fill)
@@ -103,7 +103,7 @@ def _write_json(path: str | None, payload: dict) -> None:
 # --------------------------------------------------------------------------------------------- convis-wsol
 def run_wsol(args: argparse.Namespace) -> dict:
     """Localisation: MaxBoxAcc (and, on scenes, the pointing rate with its chance level)."""
-    from .experiments import folder_localisation, scene_localisation
+    from ..evaluation.convis_experiments import folder_localisation, scene_localisation
 
     bundle, vocabulary, text_source, _ = _load(args)
     method = _method(args, bundle, vocabulary, text_source)
@@ -144,7 +144,7 @@ def run_wsol(args: argparse.Namespace) -> dict:
                        pointing_any_object=result.pointing_any_object,
                        per_concept={k: {"queries": n, "rate": r} for k, (n, r) in result.per_concept.items()})
     if args.figure:
-        from .figures import save_localisation_figure
+        from ..convis.figures import save_localisation_figure
 
         count = min(args.figure_queries, result.n_queries)
         path = save_localisation_figure(
@@ -160,8 +160,8 @@ def run_wsol(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------- convis-ood
 def run_ood(args: argparse.Namespace) -> dict:
     """OOD detection: AUROC of the three WordNet scores and the max-logit baselines."""
-    from .experiments import folder_ood, scene_ood
-    from .ood import OOD_TEXT_SCORES
+    from ..evaluation.convis_experiments import folder_ood, scene_ood
+    from ..evaluation.convis_ood import OOD_TEXT_SCORES
 
     bundle, vocabulary, text_source, _ = _load(args)
     try:
@@ -216,7 +216,7 @@ def run_top(args: argparse.Namespace) -> list:
 
 def add_convis_commands(commands) -> None:
     """Register ``convis-wsol``, ``convis-ood`` and ``convis-top`` on the CLI's subparsers."""
-    from ..datasets.evaluate import HELD_OUT_SEED_START
+    from ..shipped.zero_shot import HELD_OUT_SEED_START
 
     wsol = commands.add_parser("convis-wsol", help="ConVis localisation: MaxBoxAcc (offline on generated scenes)")
     wsol.add_argument("--scenes", type=positive_int, default=50, help="generated scenes (without --images)")

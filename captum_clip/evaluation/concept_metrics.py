@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..classifier import ZeroShotClassifier
-from .results import ranked_concept_masks
+from ..core.classifier import ZeroShotClassifier
+from ..mutual.results import ranked_concept_masks
 
 __all__ = [
     "ConceptCurves",

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import require_finite
+from ..errors import require_finite
+from .cache import PathLike, cached_embeddings, digest_strings
+from .device import model_device
 from .loading import ClipBundle
 from .templates import SURGERY_TEMPLATES
+from .text import encode_texts, text_tower_fingerprint
 from .towers import VisionTower, vision_tower
-
-#: Prompts encoded per text-tower call, bounding memory for large label sets.
-TEXT_CHUNK = 256
 
 #: Free-text embeddings kept per classifier (least recently used go first); class names are always kept.
 FREE_TEXT_CACHE = 1024
@@ -60,6 +60,10 @@ class ZeroShotClassifier(nn.Module):
             templates. Pass ``["{}"]`` to embed the names as they are.
         logit_scale: multiplier of the cosine similarities; default: the model's
             learnt ``logit_scale.exp()``. Use 1.0 for plain cosines.
+        cache_dir: where the class embeddings are cached (see :func:`captum_clip.core.cache.cache_root`): a
+            second classifier over the same text tower, templates and classes reads them instead of encoding
+            ``templates x classes`` prompts again.
+        use_cache: read and write that cache.
 
     Attributes:
         classnames (list[str]): the class names, in logit order.
@@ -73,6 +77,8 @@ class ZeroShotClassifier(nn.Module):
         classnames: Sequence[str],
         templates: Optional[Sequence[str]] = None,
         logit_scale: Optional[float] = None,
+        cache_dir: Optional[PathLike] = None,
+        use_cache: bool = True,
     ):
         super().__init__()
         if not isinstance(bundle, ClipBundle):
@@ -112,13 +118,30 @@ class ZeroShotClassifier(nn.Module):
                 raise ValueError(f"the model's learnt logit_scale.exp() is {logit_scale!r}; pass logit_scale= "
                                  "explicitly (e.g. 100.0).")
         self.logit_scale = logit_scale
-        self.register_buffer("text_features", self.encode_text(classnames), persistent=False)
+        self._cache_dir, self._use_cache = cache_dir, use_cache
+        self.register_buffer("text_features", self._class_embeddings(classnames), persistent=False)
         # Mirror the model's mode without calling .eval(), which would change the user's model.
         self.training = bool(bundle.model.training)
 
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
+
+    def _ensembles(self, texts: Sequence[str]) -> Tensor:
+        """Prompt-ensemble embeddings ``(len(texts), E)``: every template filled, encoded, averaged, normalised."""
+        prompts = [template.format(text) for text in texts for template in self.templates]
+        features = encode_texts(self.model, self.tokenizer, prompts, stage="the text tower's prompt embeddings")
+        return F.normalize(features.reshape(len(texts), len(self.templates), -1).mean(dim=1), dim=-1)
+
+    def _class_embeddings(self, classnames: Sequence[str]) -> Tensor:
+        key = {"text_tower": text_tower_fingerprint(self.model, self.tokenizer),
+               "templates": digest_strings(self.templates), "texts": digest_strings(classnames)}
+        tensors, _ = cached_embeddings("class_embeddings", key, lambda: {"embeddings": self._ensembles(classnames)},
+                                       names=("embeddings",), rows=len(classnames), cache_dir=self._cache_dir,
+                                       use_cache=self._use_cache)
+        embeddings = tensors["embeddings"].to(self._feature_device())
+        self._text_cache.update(zip(classnames, embeddings))
+        return embeddings
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> Tensor:
@@ -134,15 +157,7 @@ class ZeroShotClassifier(nn.Module):
                 found[text] = self._text_cache[text]
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            prompts = [template.format(text) for text in missing for template in self.templates]
-            device = next(self.model.parameters()).device
-            features = torch.cat([
-                self.model.encode_text(self.tokenizer(prompts[i:i + TEXT_CHUNK]).to(device)).float()
-                for i in range(0, len(prompts), TEXT_CHUNK)
-            ])
-            require_finite(features, "the text tower's prompt embeddings")
-            features = F.normalize(features, dim=-1).reshape(len(missing), len(self.templates), -1)
-            ensembles = F.normalize(features.mean(dim=1), dim=-1)
+            ensembles = self._ensembles(missing)
             found.update(zip(missing, ensembles))
             self._text_cache.update(zip(missing, ensembles))
             self._evict_free_texts()
@@ -156,7 +171,7 @@ class ZeroShotClassifier(nn.Module):
             del self._text_cache[text]
 
     def _feature_device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     @property
     def redundancy(self) -> Tensor:
@@ -165,7 +180,8 @@ class ZeroShotClassifier(nn.Module):
 
     def with_classes(self, classnames: Sequence[str]) -> "ZeroShotClassifier":
         """A classifier over other class names that shares this one's model, templates and scale."""
-        return ZeroShotClassifier(self.bundle, classnames, self.templates, self.logit_scale)
+        return ZeroShotClassifier(self.bundle, classnames, self.templates, self.logit_scale, self._cache_dir,
+                                  self._use_cache)
 
     def class_index(self, name: str) -> Optional[int]:
         try:

@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..classifier import ZeroShotClassifier
+from ..core.classifier import ZeroShotClassifier
 
 TargetLike = Union[None, int, str, Tensor, List[int], List[str], Tuple[int, ...]]
 

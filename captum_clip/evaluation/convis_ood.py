@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from ..classifier import ZeroShotClassifier
-from ..loading import ClipBundle
-from .bundle_adapters import bundle_text_encoder
-from .vocabulary import ConceptVocabulary
+from ..core.classifier import ZeroShotClassifier
+from ..core.loading import ClipBundle
+from ..convis.bundle_adapters import bundle_text_encoder
+from ..convis.vocabulary import ConceptVocabulary
 
 __all__ = [
     "OOD_TEXT_SCORES",

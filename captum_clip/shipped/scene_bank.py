@@ -9,8 +9,8 @@ relevance filter has something to reject).
 
 from __future__ import annotations
 
-from ..datasets import COLORS, SHAPES, object_phrase
-from .descriptor_bank import DescriptorBank, load_descriptor_bank
+from . import COLORS, SHAPES, object_phrase
+from ..mutual.descriptor_bank import DescriptorBank, load_descriptor_bank
 
 __all__ = ["SCENE_SHAPE_DESCRIPTORS", "SCENE_COLOUR_DESCRIPTORS", "scene_descriptor_bank"]
 

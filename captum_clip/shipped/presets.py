@@ -32,9 +32,9 @@ import functools
 
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-from ..datasets.scenes import parse_query
-from .vocabulary import ConceptVocabulary, default_vocabulary
-from .wordnet import load_wordnet
+from .scenes import parse_query
+from ..convis.vocabulary import ConceptVocabulary, default_vocabulary
+from ..wordnet import load_wordnet
 
 __all__ = [
     "SHAPE_SYNSETS",
@@ -87,7 +87,7 @@ def scene_vocabulary(wordnet: WordNetCorpusReader | None = None) -> ConceptVocab
     """The built-in vocabulary plus the scene shapes and colours and their hypernyms (existing rows first).
 
     Args:
-        wordnet: a WordNet reader; default :func:`~captum_clip.convis.wordnet.load_wordnet`.
+        wordnet: a WordNet reader; default :func:`~captum_clip.wordnet.load_wordnet`.
 
     Returns:
         The extended vocabulary.
@@ -100,7 +100,7 @@ def scene_class_synset(classname: str) -> str:
     synset when it names only a colour ("red" → ``red.n.01``).
 
     Raises:
-        ValueError: a name that is not a scene class (see :func:`~captum_clip.datasets.parse_query`).
+        ValueError: a name that is not a scene class (see :func:`~captum_clip.shipped.parse_query`).
     """
     color, shape = parse_query(classname)
     return SHAPE_SYNSETS[shape] if shape is not None else COLOR_SYNSETS[color]

@@ -6,7 +6,7 @@
 * OOD detection (:func:`scene_ood`, :func:`folder_ood`): WordNet text scores against max-logit baselines
   (:mod:`.ood`).
 
-Scenes come from the held-out seed range of :mod:`captum_clip.datasets.evaluate`, so the shipped model never
+Scenes come from the held-out seed range of :mod:`captum_clip.shipped.zero_shot`, so the shipped model never
 trained on them; the OOD linear probe trains on scenes from the training range.
 """
 
@@ -22,17 +22,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..datasets.evaluate import HELD_OUT_SEED_START
-from ..datasets.scenes import generate_scene, to_tensor
-from ..loading import ClipBundle
-from .attribution import ConVisAttribution
-from .frames import box_to_square_frame, uint8_to_normalised
+from ..shipped.zero_shot import HELD_OUT_SEED_START
+from ..shipped.scenes import generate_scene, to_tensor
+from ..core.loading import ClipBundle
+from ..convis.attribution import ConVisAttribution
+from ..convis.frames import box_to_square_frame, uint8_to_normalised
 from .image_folders import class_folders, read_boxes_file
-from .ood import OODResult, encode_images, run_ood_experiment
-from .scene_concepts import SCENE_OOD_PAIRS, SHAPE_SYNSETS
-from .vocabulary import ConceptVocabulary
-from .windows import square_image
-from .wsol import BoxAccuracy, boxes_from_masks, max_box_accuracy
+from .convis_ood import OODResult, encode_images, run_ood_experiment
+from ..shipped.presets import SCENE_OOD_PAIRS, SHAPE_SYNSETS
+from ..convis.vocabulary import ConceptVocabulary
+from ..convis.windows import square_image
+from .convis_wsol import BoxAccuracy, boxes_from_masks, max_box_accuracy
 
 __all__ = [
     "LocalisationResult",

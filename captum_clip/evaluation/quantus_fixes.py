@@ -505,7 +505,7 @@ def evaluate_metric(
         s_batch: optional masks ``(N, 1, H, W)`` or ``(N, H, W)`` (a channel is added:
             Quantus requires ``(N, 1, H, W)``).
         explain_func: a Quantus ``explain_func``, or a method name for
-            :func:`~captum_clip.metrics.make_explain_func` (``"random"`` included).
+            :func:`~captum_clip.evaluation.make_explain_func` (``"random"`` included).
         a_batch: precomputed attributions ``(N, 1, H, W)`` instead of ``explain_func``.
         device: passed to Quantus (and from it to the explain func).
         explain_func_kwargs: extra keyword arguments of every explain call.

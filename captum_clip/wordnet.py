@@ -38,6 +38,8 @@ from typing import Literal
 import nltk
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
+from .errors import WordNetNotFoundError
+
 __all__ = [
     "DEFAULT_SYSTEM_WORDNET_DIR",
     "LEXNAMES",
@@ -81,10 +83,6 @@ _INSTALL_HINT = (
     "  python -m nltk.downloader wordnet        (nltk's own copy, under ~/nltk_data)\n"
     "or point WNSEARCHDIR at a directory holding the WordNet 3.0 database files."
 )
-
-
-class WordNetNotFoundError(LookupError):
-    """No usable WordNet copy was found; the message says how to install one."""
 
 
 @dataclass(frozen=True)

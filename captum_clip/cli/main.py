@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from .argtypes import positive_int
-from .classifier import ZeroShotClassifier
-from .loading import load_clip
-from .methods import DISPLAY_NAMES, METHODS, build_method, maps_for_targets
-from .viz import save_overlay, to_display_images
+from ..core.classifier import ZeroShotClassifier
+from ..core.loading import load_clip
+from ..methods import DISPLAY_NAMES, METHODS, build_method, maps_for_targets
+from ..viz import save_overlay, to_display_images
 
 
 def _method_names(values: List[str]) -> List[str]:
@@ -71,7 +71,7 @@ def render(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, queries:
 
 def _mutual_options(value: Optional[str], classifier: ZeroShotClassifier) -> dict:
     """``--descriptors``: None (the registry's default), "wordnet", "shapes" or a ``{class: [descriptors]}`` JSON."""
-    from .mutual import load_descriptor_bank, scene_descriptor_bank, wordnet_descriptor_bank
+    from ..mutual import load_descriptor_bank, scene_descriptor_bank, wordnet_descriptor_bank
 
     if value is None:
         return {}
@@ -89,7 +89,7 @@ def _mutual_options(value: Optional[str], classifier: ZeroShotClassifier) -> dic
 def render_mutual(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, out: str, title: str,
                   descriptors: Optional[str] = None) -> Path:
     """The Mutual Knowledge concept figure of one image ``(1, 3, H, W)`` for its zero-shot prediction."""
-    from .mutual import save_concept_figure
+    from ..mutual import save_concept_figure
 
     method = build_method("mutual", classifier, **_mutual_options(descriptors, classifier))
     explanation = method.explain(image)[0]
@@ -140,7 +140,7 @@ def explain(args: argparse.Namespace) -> Path:
 
 def demo(args: argparse.Namespace) -> Path:
     """Explain a generated scene of two objects with the shipped scene model (no download needed)."""
-    from .datasets import generate_scene, single_object_classnames, to_tensor
+    from ..shipped import generate_scene, single_object_classnames, to_tensor
 
     methods = _method_names(args.method or ["surgery", "clip", "gradcam", "ig"])
     bundle = load_clip("shapes", device=args.device)
@@ -154,8 +154,8 @@ def demo(args: argparse.Namespace) -> Path:
 
 def benchmark(args: argparse.Namespace) -> Path:
     """Methods x metrics through Quantus on held-out generated scenes; writes markdown, CSV and a bar chart."""
-    from .datasets import single_object_classnames
-    from .metrics.benchmark import (ALL_METRICS, DEFAULT_METHODS, parse_method_spec, run_benchmark, shapes_scenes,
+    from ..shipped import single_object_classnames
+    from ..evaluation.benchmark import (ALL_METRICS, DEFAULT_METHODS, parse_method_spec, run_benchmark, shapes_scenes,
                                     write_reports)
 
     if args.dataset != "shapes":
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--out", default="demo.png")
     demo_parser.set_defaults(run=demo)
 
-    from .datasets.evaluate import HELD_OUT_SEED_START
+    from ..shipped.zero_shot import HELD_OUT_SEED_START
 
     bench = commands.add_parser("benchmark", help="methods x Quantus metrics on scenes with ground-truth masks")
     bench.add_argument("--dataset", default="shapes", help="scene source (shapes: procedural scenes)")
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out-dir", default="benchmark_results")
     bench.set_defaults(run=benchmark)
 
-    from .convis.commands import add_convis_commands
+    from .convis import add_convis_commands
 
     add_convis_commands(commands)
     return parser

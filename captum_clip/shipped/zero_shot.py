@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..loading import BUILTIN_TEMPLATES
+from ..core.loading import BUILTIN_TEMPLATES
 from .scenes import CLIP_MEAN, CLIP_STD, COLORS, SHAPES, make_scenes, single_object_classnames, to_tensor
 
 #: First seed of the held-out range; every training scene seed is smaller.
@@ -104,11 +104,11 @@ def evaluate_zero_shot(
 
 
 def main() -> None:
-    """``python -m captum_clip.datasets.evaluate [--n 1000]``: zero-shot accuracy of the shipped model."""
+    """``python -m captum_clip.shipped.zero_shot [--n 1000]``: zero-shot accuracy of the shipped model."""
     import argparse
     import json
 
-    from ..loading import load_clip
+    from ..core.loading import load_clip
 
     parser = argparse.ArgumentParser(description="Held-out zero-shot accuracy of the shipped 'shapes' model.")
     parser.add_argument("--n", type=int, default=1000, help="held-out single-object scenes")

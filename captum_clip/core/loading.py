@@ -14,7 +14,11 @@ import open_clip
 import torch
 from torch import nn
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+from ..errors import CheckpointError, WeightsUnavailableError
+from .device import model_device, model_dtype
+from .towers import vision_tower
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 #: Models that ship inside the package: name -> (open_clip config, safetensors weights).
 BUILTIN_MODELS = {
@@ -27,14 +31,6 @@ BUILTIN_TEMPLATES = {
 }
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be obtained (offline, no cache, unknown tag)."""
-
-
-class CheckpointError(ValueError):
-    """A local checkpoint file is empty, unreadable, or does not fit the model it is loaded into."""
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> Optional[torch.device]:
@@ -88,7 +84,29 @@ class ClipBundle:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the model's weights are; every method moves its inputs there."""
+        return model_device(self.model)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating dtype (e.g. ``torch.float16`` for a half-precision model)."""
+        return model_dtype(self.model)
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """The vision tower's native input ``(height, width)``."""
+        return vision_tower(self.model).native_image_size
+
+    @property
+    def interpolation(self) -> str:
+        """The resize interpolation of ``preprocess`` (``"bicubic"``, open_clip's default, when it cannot be read)."""
+        for transform in getattr(self.preprocess, "transforms", []):
+            mode = getattr(transform, "interpolation", None)
+            if mode is not None:
+                name = getattr(mode, "value", str(mode)).lower()
+                if name in ("bicubic", "bilinear", "nearest"):
+                    return name
+        return "bicubic"
 
     @property
     def image_mean_std(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

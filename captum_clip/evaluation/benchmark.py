@@ -22,11 +22,11 @@ from matplotlib.figure import Figure
 from skimage.morphology import dilation, disk
 from tqdm.auto import tqdm
 
-from ..classifier import ZeroShotClassifier
-from ..datasets import make_scenes, to_tensor
-from ..datasets.evaluate import HELD_OUT_SEED_START
+from ..core.classifier import ZeroShotClassifier
+from ..shipped import make_scenes, to_tensor
+from ..shipped.zero_shot import HELD_OUT_SEED_START
 from ..methods import DISPLAY_NAMES, build_method
-from ..mutual.concept_metrics import concept_metric_values
+from .concept_metrics import concept_metric_values
 from .quantus_adapters import make_explain_func, make_random_explain_func
 from .quantus_fixes import evaluate_metric, make_metric
 
@@ -34,7 +34,7 @@ LOCALISATION = ("PointingGame", "AttributionLocalisation", "RelevanceMassAccurac
                 "TopKIntersection", "AUC")
 FAITHFULNESS = ("PixelFlipping", "RegionPerturbation", "FaithfulnessCorrelation", "IROF", "ROAD")
 RANDOMISATION = ("MPRT",)
-#: The Mutual Knowledge paper's concept metrics (:mod:`captum_clip.mutual.concept_metrics`). They blur the
+#: The Mutual Knowledge paper's concept metrics (:mod:`captum_clip.evaluation.concept_metrics`). They blur the
 #: ranked concepts of :class:`~captum_clip.mutual.MutualConceptAttribution`, so only ``"mutual"`` has them;
 #: other methods get no cell. The label AccDrop / AccInc check against is the queried object's class.
 CONCEPT = ("ConceptDeletion", "ConceptInsertion", "AccDrop", "AccInc")
@@ -108,7 +108,7 @@ def shapes_scenes(classifier: ZeroShotClassifier, n: int, seed: int = HELD_OUT_S
     targets = [classifier.class_index(query) for query in queries]
     if None in targets:
         raise ValueError(f"the classifier has no class {queries[targets.index(None)]!r}; build it over "
-                         "captum_clip.datasets.single_object_classnames().")
+                         "captum_clip.shipped.single_object_classnames().")
     mean, std = classifier.bundle.image_mean_std
     images = to_tensor(np.stack([scene.image for scene in scenes]), mean, std)
     masks = np.stack([scene.masks[0] for scene in scenes])[:, None].astype(np.float32)

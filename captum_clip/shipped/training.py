@@ -3,7 +3,7 @@
 Contrastive training on freshly generated shape scenes (nothing is stored on
 disk).  Run::
 
-    python -m captum_clip.datasets.train_shapes --out DIR [--minutes M] [--seed S]
+    python -m captum_clip.shipped.training --out DIR [--minutes M] [--seed S]
 
 It writes ``DIR/shapes.json`` (an open_clip model config) and
 ``DIR/shapes.safetensors`` (float16 weights, every key of ``state_dict()``),
@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from .evaluate import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
+from .zero_shot import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
 from .scenes import COLORS, MAX_OBJECTS, SHAPES, Scene, generate_scene, join_phrases, to_tensor
 
 #: open_clip model config of the shipped model (written as shapes.json).

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..classifier import ZeroShotClassifier
+from ..core.classifier import ZeroShotClassifier
 from ..methods import METHODS, build_method
 
 __all__ = [
