@@ -36,7 +36,7 @@ from captum_clip.shipped.zero_shot import ZERO_SHOT_TEMPLATES
 from captum_clip.mutual import MutualConceptAttribution, load_descriptor_bank, wordnet_descriptor_bank
 from captum_clip.evaluation.concept_metrics import concept_perturbation_curves, trapezoid_auc
 from captum_clip.mutual.results import ranked_concept_masks
-from captum_clip.shipped.scene_bank import scene_descriptor_bank
+from captum_clip.shipped.presets import scene_descriptor_bank
 
 
 def descriptor_bank(name: str):

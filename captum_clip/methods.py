@@ -1,4 +1,8 @@
-"""Method registry: one name per attribution method, shared by the CLI, the figures and the Quantus adapters."""
+"""Method registry: one name per attribution method, shared by the CLI, the figures and the Quantus adapters.
+
+Every entry is the method's own constructor (ConVis behind a lazy import), and the constructors take their
+defaults from :mod:`captum_clip.defaults`, so ``build_method(name, c)`` explains exactly as the class does.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +16,10 @@ from .core.classifier import ZeroShotClassifier
 from .mutual import MutualConceptAttribution
 
 
-def _mutual(classifier: ZeroShotClassifier, descriptors=None, **options) -> MutualConceptAttribution:
-    # descriptors=None: the bank generated from WordNet for the classifier's class names, except for the shipped
-    # scene model, which only knows colour and shape words: it gets the scene bank, with u = a class's share of it.
-    if descriptors is None and classifier.bundle.name == "shapes":
-        from .mutual import scene_descriptor_bank
-
-        descriptors = scene_descriptor_bank()
-        options = {"u": 8, **options}
-    return MutualConceptAttribution(classifier, descriptors, **options)
-
-
 def _convis(classifier: ZeroShotClassifier, **options) -> Attribution:
-    # Imported here: ConVis needs nltk and WordNet, which the other methods do not.
+    # Imported on first use: ConVis needs nltk and WordNet, which the other methods do not.
     from .convis.attribution import ConVisAttribution
-    from .shipped.presets import is_scene_classnames, scene_method_options
 
-    # Scene classes ("red star") get the scene vocabulary and the scene class -> synset table; the shipped scene
-    # model, which knows shape and colour words but never saw a gloss, also gets lemma texts. Caller's options win.
-    shipped = classifier.bundle.name == "shapes"
-    if shipped or is_scene_classnames(classifier.classnames):
-        options = {**scene_method_options(shipped_model=shipped), **options}
     return ConVisAttribution(classifier, **options)
 
 
@@ -42,7 +29,7 @@ METHODS: Dict[str, Callable[..., Attribution]] = {
     "clip": RawCLIPSimilarity,
     "gradcam": CLIPGradCAM,
     "ig": CLIPIntegratedGradients,
-    "mutual": _mutual,
+    "mutual": MutualConceptAttribution,
     "convis": _convis,
 }
 

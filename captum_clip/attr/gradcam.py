@@ -8,15 +8,13 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from ..base.method import ClipAttribution
+from ..base.targets import TargetLike
 from ..core.classifier import ZeroShotClassifier
-from ..base.maps import upsample_to_input
-from .token_similarity import check_classifier
 from ..errors import require_finite
-from ..base.inputs import (TargetLike, check_images, gradient_ready, refuse_additional_forward_args, resolve_to_indices,
-                         unpack_inputs)
 
 
-class CLIPGradCAM(LayerAttribution, GradientAttribution):
+class CLIPGradCAM(ClipAttribution, LayerAttribution, GradientAttribution):
     r"""Grad-CAM (Selvaraju et al., ICCV 2017) of a zero-shot CLIP logit.
 
     ViT: the activation is the *input* of the last block's ``ln_1`` reshaped to the
@@ -32,12 +30,12 @@ class CLIPGradCAM(LayerAttribution, GradientAttribution):
         classifier (ZeroShotClassifier): the forward function (logits ``(N, K)``).
     """
 
+    map_normalisation = "none: ReLU(sum_c w_c A_c) in logit units, bilinearly upsampled"
+
     def __init__(self, classifier: ZeroShotClassifier) -> None:
-        check_classifier(classifier)
+        ClipAttribution.__init__(self, classifier)
         LayerAttribution.__init__(self, classifier, classifier.tower.gradcam_layer)
         GradientAttribution.__init__(self, classifier)
-        self.classifier = classifier
-        self.tower = classifier.tower
 
     @log_usage()
     def attribute(self, inputs: Tensor, target: TargetLike = None, relu_attributions: bool = True,
@@ -57,10 +55,8 @@ class CLIPGradCAM(LayerAttribution, GradientAttribution):
         Returns:
             Tensor: ``(N, 1, H, W)`` (or ``(N, 1, gh, gw)``), not normalised.
         """
-        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
-        images, is_tuple = unpack_inputs(inputs)
-        images = gradient_ready(check_images(images, self.tower.cell_size), type(self).__name__)
-        classifier, indices = resolve_to_indices(target, images, self.classifier)
+        images, is_tuple, device = self._inputs(inputs, additional_forward_args, gradients=True)
+        classifier, indices = self.logit_targets(self.resolve_targets(target, images.shape[0]), images)
         grid = self.tower.grid_shape(tuple(images.shape[-2:]))
         gradients, activations = compute_layer_gradients_and_eval(
             classifier, self.layer, images, indices, attribute_to_layer_input=self.tower.gradcam_on_input,
@@ -72,5 +68,4 @@ class CLIPGradCAM(LayerAttribution, GradientAttribution):
         cam = (weights * activations).sum(dim=1, keepdim=True).detach().float()
         if relu_attributions:
             cam = F.relu(cam)
-        maps = upsample_to_input(cam, tuple(images.shape[-2:]), self.tower.cell_size) if interpolate else cam
-        return (maps,) if is_tuple else maps
+        return self._outputs(cam, images, device, is_tuple, interpolate)

@@ -11,11 +11,10 @@ from captum.attr import GradientAttribution, IntegratedGradients
 from captum.log import log_usage
 from torch import Tensor
 
+from ..base.method import ClipAttribution
+from ..base.targets import TargetLike
 from ..core.classifier import ZeroShotClassifier
-from .token_similarity import check_classifier
 from ..errors import require_finite
-from ..base.inputs import (TargetLike, check_images, gradient_ready, refuse_additional_forward_args, resolve_to_indices,
-                         unpack_inputs)
 
 CHANNEL_REDUCTIONS = ("abs_sum", "sum")
 
@@ -25,7 +24,7 @@ DEFAULT_INTERNAL_BATCH_SIZE = 16
 BaselineLike = Union[None, Tensor, float]
 
 
-class CLIPIntegratedGradients(GradientAttribution):
+class CLIPIntegratedGradients(ClipAttribution, GradientAttribution):
     r"""Integrated Gradients (Sundararajan et al., ICML 2017) of a zero-shot CLIP logit.
 
     Captum's :class:`~captum.attr.IntegratedGradients` on the classifier, with the
@@ -39,11 +38,13 @@ class CLIPIntegratedGradients(GradientAttribution):
             sign (completeness then holds for the map's total).
     """
 
+    map_normalisation = "none: attributions in logit units, summed over RGB (absolute values by default)"
+
     def __init__(self, classifier: ZeroShotClassifier, channel_reduction: str = "abs_sum") -> None:
-        super().__init__(check_classifier(classifier))
+        ClipAttribution.__init__(self, classifier)
+        GradientAttribution.__init__(self, classifier)
         if channel_reduction not in CHANNEL_REDUCTIONS:
             raise ValueError(f"channel_reduction must be one of {CHANNEL_REDUCTIONS}; got {channel_reduction!r}.")
-        self.classifier = classifier
         self.channel_reduction = channel_reduction
 
     @property
@@ -82,12 +83,10 @@ class CLIPIntegratedGradients(GradientAttribution):
             attributions, not normalised; with ``return_convergence_delta=True``, ``(maps, delta)``
             with ``delta`` of shape ``(N,)``.
         """
-        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
-        images, is_tuple = unpack_inputs(inputs)
-        images = gradient_ready(check_images(images, self.classifier.tower.cell_size), type(self).__name__)
+        images, is_tuple, device = self._inputs(inputs, additional_forward_args, gradients=True)
         _check_steps(n_steps, internal_batch_size)
         baselines = _check_baselines(baselines, images)
-        classifier, indices = resolve_to_indices(target, images, self.classifier)
+        classifier, indices = self.logit_targets(self.resolve_targets(target, images.shape[0]), images)
         result = IntegratedGradients(classifier).attribute(
             images, baselines=baselines, target=indices, n_steps=n_steps, internal_batch_size=internal_batch_size,
             return_convergence_delta=return_convergence_delta,
@@ -96,9 +95,8 @@ class CLIPIntegratedGradients(GradientAttribution):
         attributions = require_finite(attributions.detach(), "CLIPIntegratedGradients: the attributions")
         if self.channel_reduction == "abs_sum":
             attributions = attributions.abs()
-        maps = attributions.sum(dim=1, keepdim=True).float()
-        maps = (maps,) if is_tuple else maps
-        return (maps, delta.detach()) if return_convergence_delta else maps
+        maps = self._outputs(attributions.sum(dim=1, keepdim=True), images, device, is_tuple)
+        return (maps, delta.detach().to(device)) if return_convergence_delta else maps
 
 
 def _check_steps(n_steps, internal_batch_size) -> None:

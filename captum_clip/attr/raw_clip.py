@@ -9,7 +9,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from .token_similarity import TokenSimilarityAttribution
-from ..base.inputs import TargetLike, refuse_additional_forward_args
+from ..base.targets import TargetLike
 
 
 class RawCLIPSimilarity(TokenSimilarityAttribution):
@@ -36,13 +36,13 @@ class RawCLIPSimilarity(TokenSimilarityAttribution):
 
     def dense_tokens(self, inputs: Tensor) -> Tensor:
         """Raw CLIP dense image tokens ``(N, 1+L, E)``, not normalised (token 0 = CLS / mean token)."""
-        images, _, _ = self._prepare(inputs)
+        images = self._inputs(inputs)[0]
         with torch.no_grad():
             return self.tower.dense_tokens(images).float()
 
     def similarity(self, inputs: Tensor) -> Tensor:
         """Cosine of every token with every class embedding, ``(N, 1+L, K)``."""
-        images, _, _ = self._prepare(inputs)
+        images = self._inputs(inputs)[0]
         with torch.no_grad():
             return self._class_scores(self._tokens(images)[0])
 
@@ -63,5 +63,4 @@ class RawCLIPSimilarity(TokenSimilarityAttribution):
         Returns:
             Tensor: ``(N, 1, H, W)`` (or ``(N, 1, gh, gw)``), min-max normalised per map.
         """
-        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
-        return self._attribute(inputs, target, interpolate)
+        return self._attribute(inputs, target, interpolate, additional_forward_args)

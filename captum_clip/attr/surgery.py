@@ -9,8 +9,9 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..core.classifier import ZeroShotClassifier
+from ..defaults import fill_defaults
 from .token_similarity import COMBINE, TokenSimilarityAttribution
-from ..base.inputs import TargetLike, refuse_additional_forward_args
+from ..base.targets import TargetLike
 
 REDUNDANCY_MODES = ("auto", "labelset", "empty")
 
@@ -89,9 +90,8 @@ class SurgeryCAM(TokenSimilarityAttribution):
         super().__init__(classifier)
         if redundancy not in REDUNDANCY_MODES:
             raise ValueError(f"redundancy must be one of {REDUNDANCY_MODES}; got {redundancy!r}.")
-        if redundancy == "auto":
-            # A single query has no label set to estimate the redundancy from.
-            redundancy = "labelset" if classifier.num_classes > 1 else "empty"
+        redundancy = fill_defaults("surgery", classifier, {"redundancy": redundancy},
+                                   unset=lambda value: value == "auto")["redundancy"]
         if redundancy == "labelset" and classifier.num_classes < 2:
             raise ValueError(
                 "redundancy='labelset' needs at least 2 classes (with one class the label-set surgery is "
@@ -126,13 +126,13 @@ class SurgeryCAM(TokenSimilarityAttribution):
         ViT: CLS from the original path, patches from the v-v path, all through
         ``ln_post`` and ``proj``; ResNet: the v-v attention-pool output of every token.
         """
-        images, _, _ = self._prepare(inputs)
+        images = self._inputs(inputs)[0]
         with torch.no_grad():
             return self.tower.surgery_tokens(images)[0].float()
 
     def surgery_similarity(self, inputs: Tensor) -> Tensor:
         """Per-token feature-surgery scores of all classes, ``(N, 1+L, K)`` (token 0 = CLS)."""
-        images, _, _ = self._prepare(inputs)
+        images = self._inputs(inputs)[0]
         with torch.no_grad():
             tokens, _ = self._tokens(images)
             return self._class_scores(tokens)
@@ -160,5 +160,4 @@ class SurgeryCAM(TokenSimilarityAttribution):
             ``(N, 1, gh, gw)``), each min-max normalised over its patches before
             bilinear upsampling (``align_corners=False``).
         """
-        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
-        return self._attribute(inputs, target, interpolate)
+        return self._attribute(inputs, target, interpolate, additional_forward_args)

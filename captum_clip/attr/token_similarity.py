@@ -6,40 +6,26 @@ from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from captum.attr import Attribution
 from torch import Tensor
 
-from ..core.classifier import ZeroShotClassifier
-from ..base.maps import minmax, patch_scores_to_grid, upsample_to_input
+from ..base.maps import minmax, patch_scores_to_grid
+from ..base.method import ClipAttribution
+from ..base.targets import ResolvedTargets
 from ..errors import require_finite
-from ..base.inputs import Targets, check_images, resolve_targets, unpack_inputs
 
 #: Separator of combined queries ("person+bench"), as in the CLIP Surgery demo.
 COMBINE = "+"
 
 
-def check_classifier(classifier) -> ZeroShotClassifier:
-    if not isinstance(classifier, ZeroShotClassifier):
-        raise ValueError(
-            f"expected a captum_clip.ZeroShotClassifier, got {type(classifier).__name__}; build one with "
-            "ZeroShotClassifier(load_clip(...), classnames)."
-        )
-    return classifier
-
-
-class TokenSimilarityAttribution(Attribution):
+class TokenSimilarityAttribution(ClipAttribution):
     """Base of methods whose map is a per-token text similarity (CLIP Surgery, raw CLIP).
 
     Subclasses give the unit-norm tokens (``_tokens``), the per-token scores of all
     classes (``_class_scores``) and of free texts (``_text_scores``); this class
-    resolves targets, handles ``"a+b"`` combined queries, and turns scores into
-    min-max normalised maps.
+    handles ``"a+b"`` combined queries and turns scores into min-max normalised maps.
     """
 
-    def __init__(self, classifier: ZeroShotClassifier) -> None:
-        super().__init__(check_classifier(classifier))
-        self.classifier = classifier
-        self.tower = classifier.tower
+    map_normalisation = "min-max per map over its patches, then bilinear upsampling"
 
     # -- what subclasses define -------------------------------------------------------
     def _tokens(self, images: Tensor) -> Tuple[Tensor, Tensor]:
@@ -58,14 +44,8 @@ class TokenSimilarityAttribution(Attribution):
         """Raise if this method cannot score these free texts."""
 
     # -- the pipeline ------------------------------------------------------------------
-    def _prepare(self, inputs) -> Tuple[Tensor, bool, Tuple[int, int]]:
-        images, is_tuple = unpack_inputs(inputs)
-        images = check_images(images, self.tower.cell_size)
-        return images, is_tuple, self.tower.grid_shape(tuple(images.shape[-2:]))
-
-    def _finish(self, grid_maps: Tensor, images: Tensor, interpolate: bool, is_tuple: bool):
-        maps = upsample_to_input(grid_maps, tuple(images.shape[-2:]), self.tower.cell_size) if interpolate else grid_maps
-        return (maps,) if is_tuple else maps
+    def _grid(self, images: Tensor) -> Tuple[int, int]:
+        return self.tower.grid_shape(tuple(images.shape[-2:]))
 
     def _combined_text_maps(self, tokens: Tensor, texts: List[str], grid: Tuple[int, int]) -> Tensor:
         """``(B, 1, gh, gw)`` maps for one text per image; ``"a+b"`` averages the min-maxed part maps."""
@@ -90,15 +70,13 @@ class TokenSimilarityAttribution(Attribution):
         name = type(self).__name__
         return require_finite(tokens, f"{name}: the image tokens"), require_finite(pooled, f"{name}: the image embedding")
 
-    def _target_grid_maps(self, images: Tensor, targets: Targets, grid: Tuple[int, int]) -> Tensor:
+    def _target_grid_maps(self, images: Tensor, targets: ResolvedTargets, grid: Tuple[int, int]) -> Tensor:
         tokens, pooled = self._finite_tokens(images)
         if targets.texts is None:
-            indices = targets.indices
-            if indices is None:
-                indices = (pooled @ self.classifier.text_features.to(pooled.device).T).argmax(dim=-1)
+            indices = targets.indices if not targets.predicted else self.predicted_classes(embeddings=pooled)
             return self._class_maps(tokens, indices, grid)
         # A class name keeps its class map even when other images in the batch ask for free text.
-        class_rows = [self.classifier.class_index(t) for t in targets.texts]
+        class_rows = targets.class_rows()
         self._check_texts([t for t, i in zip(targets.texts, class_rows) if i is None and COMBINE not in t])
         maps = self._combined_text_maps(tokens, targets.texts, grid)
         if any(i is not None for i in class_rows):
@@ -108,28 +86,22 @@ class TokenSimilarityAttribution(Attribution):
         return maps
 
     @torch.no_grad()
-    def _attribute(self, inputs, target, interpolate: bool):
-        images, is_tuple, grid = self._prepare(inputs)
-        targets = resolve_targets(target, images.shape[0], self.classifier)
-        grid_maps = self._target_grid_maps(images, targets, grid)
-        return self._finish(grid_maps.float(), images, interpolate, is_tuple)
+    def _attribute(self, inputs, target, interpolate: bool, additional_forward_args=None):
+        images, is_tuple, device = self._inputs(inputs, additional_forward_args)
+        targets = self.resolve_targets(target, images.shape[0])
+        grid_maps = self._target_grid_maps(images, targets, self._grid(images))
+        return self._outputs(grid_maps, images, device, is_tuple, interpolate)
 
     @torch.no_grad()
-    def attribute_all(self, inputs, interpolate: bool = True):
-        """Maps of all K classes in one pass.
-
-        Args:
-            inputs (Tensor): normalised images ``(N, 3, H, W)``.
-            interpolate (bool): upsample to ``(H, W)`` (default) or return the token grid.
-
-        Returns:
-            Tensor: ``(N, K, H, W)`` (or ``(N, K, gh, gw)``), each map min-max normalised,
-            in the classifier's class order.
-        """
-        images, is_tuple, grid = self._prepare(inputs)
+    def _attribute_all(self, images: Tensor, targets: list, interpolate: bool = True) -> Tensor:
+        resolved = self.resolve_targets(targets, len(targets))
+        if resolved.indices is None:
+            return super()._attribute_all(images, targets, interpolate=interpolate)
+        # Classes only: one pass scores every class, and the K asked for are gathered from it.
         tokens, _ = self._finite_tokens(images)
-        grid_maps = minmax(patch_scores_to_grid(self._class_scores(tokens), grid), dim=(-2, -1))
-        return self._finish(grid_maps.float(), images, interpolate, is_tuple)
+        scores = self._class_scores(tokens)[..., resolved.indices.to(tokens.device)]
+        grid_maps = minmax(patch_scores_to_grid(scores, self._grid(images)), dim=(-2, -1))
+        return self._outputs(grid_maps, images, images.device, False, interpolate)
 
     @staticmethod
     def _normalise(tokens: Tensor) -> Tensor:

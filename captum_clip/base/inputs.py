@@ -1,17 +1,11 @@
-"""Checks on what users pass to ``attribute``: images and targets, with errors that say what to do."""
+"""Checks on the images users pass to ``attribute``, with errors that say what to do."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Tuple
 
 import torch
 from torch import Tensor
-
-from ..core.classifier import ZeroShotClassifier
-
-TargetLike = Union[None, int, str, Tensor, List[int], List[str], Tuple[int, ...]]
-
 
 
 def unpack_inputs(inputs) -> Tuple[Tensor, bool]:
@@ -90,98 +84,3 @@ def gradient_ready(images: Tensor, method: str) -> Tensor:
         )
     # A tensor made under inference_mode cannot enter autograd; an ordinary copy of it can.
     return images.clone() if images.is_inference() else images
-
-
-@dataclass
-class Targets:
-    """Per-image targets: class indices of ``classifier``, or texts (not every text is a class).
-
-    Exactly one of ``indices`` ``(N,)`` and ``texts`` is set; both are None for "the predicted class".
-    """
-
-    indices: Optional[Tensor] = None
-    texts: Optional[List[str]] = None
-
-    @property
-    def predicted(self) -> bool:
-        return self.indices is None and self.texts is None
-
-
-def _per_image(values: list, n_images: int) -> list:
-    if len(values) == 1:
-        return values * n_images
-    if len(values) != n_images:
-        raise ValueError(
-            f"target has {len(values)} entries but inputs has {n_images} images; give one target per image, "
-            "or a single target for all of them."
-        )
-    return values
-
-
-def resolve_targets(target: TargetLike, n_images: int, classifier: ZeroShotClassifier) -> Targets:
-    """Normalise every Captum target format (plus text) into :class:`Targets`.
-
-    Text that names one of the classifier's classes becomes that class index.
-
-    Raises:
-        ValueError: out-of-range indices, wrong lengths, non-integer tensors, empty
-            lists or strings, or a mix of indices and texts.
-    """
-    if target is None:
-        return Targets()
-    if isinstance(target, tuple) and len(target) == 1:
-        target = target[0]
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise ValueError(f"a target tensor must hold integer class indices; got dtype {target.dtype}.")
-        if target.dim() > 1:
-            raise ValueError(f"a target tensor must be 0-d or 1-d (one index per image); got {tuple(target.shape)}.")
-        target = target.reshape(-1).tolist()
-    if isinstance(target, (int, str)) and not isinstance(target, bool):
-        target = [target]
-    if not isinstance(target, list) or not target:
-        raise ValueError(
-            f"target must be None, an int, a str, a 1-d integer tensor, or a non-empty list of ints or strs; "
-            f"got {target!r}."
-        )
-    values = _per_image(target, n_images)
-
-    if all(isinstance(v, str) for v in values):
-        if not all(v.strip() for v in values):
-            raise ValueError("text targets must be non-empty strings.")
-        indices = [classifier.class_index(v) for v in values]
-        if all(i is not None for i in indices):
-            return Targets(indices=torch.tensor(indices, dtype=torch.long))
-        return Targets(texts=list(values))
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        bad = [v for v in values if not 0 <= v < classifier.num_classes]
-        if bad:
-            raise ValueError(
-                f"target {bad[0]} is out of range for a classifier with {classifier.num_classes} classes "
-                f"(valid indices: 0..{classifier.num_classes - 1})."
-            )
-        return Targets(indices=torch.tensor(values, dtype=torch.long))
-    raise ValueError(f"target must hold only ints or only strs; got {values!r}.")
-
-
-def resolve_to_indices(target: TargetLike, images: Tensor, classifier: ZeroShotClassifier
-                       ) -> Tuple[ZeroShotClassifier, Tensor]:
-    """Targets as logit indices, for methods that differentiate a logit (Grad-CAM, IG).
-
-    Free-text targets get a classifier over those texts that shares the model;
-    ``None`` becomes the predicted class.
-
-    Returns:
-        ``(classifier, indices)`` with ``indices`` ``(N,)`` on the images' device.
-    """
-    targets = resolve_targets(target, images.shape[0], classifier)
-    if targets.texts is not None:
-        classes = list(dict.fromkeys(targets.texts))
-        classifier = classifier.with_classes(classes)
-        indices = torch.tensor([classes.index(t) for t in targets.texts])
-    elif targets.predicted:
-        with torch.no_grad():
-            indices = classifier(images).argmax(dim=-1)
-    else:
-        indices = targets.indices
-    return classifier, indices.to(images.device)

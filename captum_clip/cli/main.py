@@ -71,15 +71,16 @@ def render(bundle, classifier: ZeroShotClassifier, image: torch.Tensor, queries:
 
 def _mutual_options(value: Optional[str], classifier: ZeroShotClassifier) -> dict:
     """``--descriptors``: None (the registry's default), "wordnet", "shapes" or a ``{class: [descriptors]}`` JSON."""
-    from ..mutual import load_descriptor_bank, scene_descriptor_bank, wordnet_descriptor_bank
+    from ..mutual import load_descriptor_bank, wordnet_descriptor_bank
+    from ..shipped.presets import SCENE_BANK_U, scene_descriptor_bank
 
     if value is None:
         return {}
     if value == "wordnet":
         return {"descriptors": wordnet_descriptor_bank(classifier.classnames)}
     if value == "shapes":
-        # u = the 8 descriptors a class has in the scene bank (u = 50 would make all 48 "mutual").
-        return {"descriptors": scene_descriptor_bank(), "u": 8}
+        # u = the descriptors a class has in the scene bank (u = 50 would make all 48 "mutual").
+        return {"descriptors": scene_descriptor_bank(), "u": SCENE_BANK_U}
     try:
         return {"descriptors": load_descriptor_bank(value)}
     except ValueError as error:
@@ -105,7 +106,7 @@ def _check_convis_queries(classifier: ZeroShotClassifier, queries: List[str]) ->
     """ConVis queries are WordNet noun synsets ("dog.n.01"); say which one is not before any map is drawn."""
     method = build_method("convis", classifier)
     try:
-        method.resolve_targets(list(queries))
+        method.target_concepts(list(queries))
     except ValueError as error:
         raise SystemExit(f"captum-clip: convis: {error}")
 

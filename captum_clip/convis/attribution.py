@@ -15,20 +15,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import Attribution
 from captum.log import log_usage
+from nltk.corpus.reader.wordnet import Synset
 
-from ..base.inputs import check_images, refuse_additional_forward_args, unpack_inputs
-from ..core.classifier import ZeroShotClassifier
-from ..core.loading import ClipBundle
-from ..core.towers import vision_tower
+from ..base.method import ClipAttribution
+from ..base.targets import ResolvedTargets
+from ..defaults import fill_defaults
 from .aggregation import AGGREGATIONS
 from ..core.text import text_tower_fingerprint
 from .bundle_adapters import RESIZE_MODES, bundle_image_encoder, bundle_text_encoder
 from .concept_maps import ConceptMapper, ConceptMaps, WindowRanks
 from .frames import map_to_input_frame, normalised_to_uint8
 from .presence import ConceptMass, concept_masses
-from .targets import ClassSynsetResolver, ClassSynsets, concept_targets
+from .targets import ClassSynsetResolver, ClassSynsets, is_synset_name
 from .text_bank import TextBank, build_text_bank
 from .vocabulary import ConceptLike, ConceptVocabulary, default_vocabulary
 from .windows import REFERENCE_WINDOWS, WindowConfig
@@ -47,17 +46,6 @@ _CPU_BATCH = 16
 _GPU_BATCH = 256
 
 
-def _split_model(model_or_classifier) -> tuple[ClipBundle, ZeroShotClassifier | None]:
-    if isinstance(model_or_classifier, ZeroShotClassifier):
-        return model_or_classifier.bundle, model_or_classifier
-    if isinstance(model_or_classifier, ClipBundle):
-        return model_or_classifier, None
-    raise TypeError(
-        "ConVisAttribution needs a ZeroShotClassifier (class indices become concepts) or a ClipBundle from "
-        f"captum_clip.load_clip; got {type(model_or_classifier).__name__}"
-    )
-
-
 def _as_vocabulary(vocabulary) -> ConceptVocabulary:
     if vocabulary is None:
         return default_vocabulary()
@@ -68,7 +56,7 @@ def _as_vocabulary(vocabulary) -> ConceptVocabulary:
     raise TypeError(f"vocabulary must be a ConceptVocabulary, a list of synset names or None; got {vocabulary!r}")
 
 
-class ConVisAttribution(Attribution):
+class ConVisAttribution(ClipAttribution):
     r"""Concept Visualization: where an image shows a WordNet concept, by CLIP-ranking synset texts in windows.
 
     L. Giulivi, G. Boracchi, "Concept Visualization: Explaining the CLIP Multi-modal Embedding Using WordNet",
@@ -89,29 +77,34 @@ class ConVisAttribution(Attribution):
         model_or_classifier: a :class:`~captum_clip.ZeroShotClassifier` (class indices or names then resolve to
             synsets) or a :class:`~captum_clip.ClipBundle` (targets must be synsets).
         vocabulary: T with its hierarchy: a :class:`ConceptVocabulary`, a list of synset names (closed under
-            hypernyms), or None for :func:`~captum_clip.convis.default_vocabulary`.
-        text_source: ``"definition"`` (glosses, the paper) or ``"lemmas"`` (lemma names; use it for models that
-            never saw glosses, such as the shipped scene model).
+            hypernyms), or None for the defaults table's: :func:`~captum_clip.convis.default_vocabulary`, or the
+            scene vocabulary for scene label sets and the shipped model (:mod:`captum_clip.defaults`).
+        text_source: ``"definition"`` (glosses, the paper) or ``"lemmas"`` (lemma names; for models that never
+            saw glosses); None: the defaults table's, ``"lemmas"`` for the shipped scene model, else
+            ``"definition"``.
         windows: window geometry; the default is the reference's (two sizes, stride 16, 730 windows embedded).
         aggregation: ``"max_then_mean"`` (the paper's Algorithm 1) or ``"mean_then_max"`` (the authors' webapp).
         resize: ``"tensor"`` (crops resized in batches on the model's device; fast) or ``"pil"`` (the bundle's
             own PIL preprocess per crop; the reference's pixels exactly, CPU-bound).
         batch_size: windows per image-encoder call; None: 16 on a CPU (measured fastest per window for small and
             mid-sized towers: larger batches fall out of cache), 256 on a GPU.
-        class_synsets: how class names become synsets: a ``{class name: synset}`` dict or a callable. Without it,
-            a class name must be a synset name or have a single WordNet noun sense; an ambiguous one raises a
-            ``ValueError`` listing its senses.
-        cache_dir: text-bank cache root (default ``$CAPTUM_CLIP_CACHE_DIR`` or ``~/.cache/captum_clip``).
+        class_synsets: how class names become synsets: a ``{class name: synset}`` dict or a callable. Without it
+            (and without a preset for scene classes), a class name must be a synset name or have a single
+            WordNet noun sense; an ambiguous one raises a ``ValueError`` listing its senses.
+        cache_dir: text-bank cache root (default :func:`captum_clip.core.cache.cache_root`).
         use_cache: read and write the text-bank cache.
         progress: tqdm bars for text encoding and window embedding.
     """
+
+    map_normalisation = "1 - min-max of the mean best rank over the covering windows: in [0, 1], 1 where the concept ranks best"
+    accepts_bundle = True
 
     def __init__(
         self,
         model_or_classifier,
         vocabulary: ConceptVocabulary | Sequence[str] | None = None,
         *,
-        text_source: str = "definition",
+        text_source: str | None = None,
         windows: WindowConfig = REFERENCE_WINDOWS,
         aggregation: str = "max_then_mean",
         resize: str = "tensor",
@@ -121,8 +114,11 @@ class ConVisAttribution(Attribution):
         use_cache: bool = True,
         progress: bool = False,
     ) -> None:
-        bundle, classifier = _split_model(model_or_classifier)
-        super().__init__(classifier if classifier is not None else bundle.model)
+        super().__init__(model_or_classifier)
+        bundle, classifier = self.bundle, self.classifier
+        options = fill_defaults("convis", classifier, {"vocabulary": vocabulary, "text_source": text_source,
+                                                       "class_synsets": class_synsets})
+        vocabulary, text_source, class_synsets = options["vocabulary"], options["text_source"], options["class_synsets"]
         if text_source not in TEXT_SOURCES:
             raise ValueError(f"text_source must be one of {TEXT_SOURCES}, not {text_source!r}")
         if resize not in RESIZE_MODES:
@@ -133,8 +129,6 @@ class ConVisAttribution(Attribution):
             raise ValueError(f"batch_size must be a positive integer or None, not {batch_size!r}")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
-        self.bundle = bundle
-        self.classifier = classifier
         self.vocabulary = _as_vocabulary(vocabulary)
         self.text_source = text_source
         self.resize = resize
@@ -182,12 +176,16 @@ class ConVisAttribution(Attribution):
         return bank
 
     # ----------------------------------------------------------------------------------------- targets
-    def resolve_targets(self, target, inputs=None) -> list[str]:
+    def _coerce_target(self, value):
+        return value.name() if isinstance(value, Synset) else value
+
+    def target_concepts(self, target, inputs=None) -> list[str]:
         """The synset each image is explained for (see :meth:`attribute` for the formats).
 
         Args:
             target: as in :meth:`attribute`.
-            inputs: the images (needed for None = the classifier's prediction, and for N).
+            inputs: the images (needed for None = the classifier's prediction, and for N); without them a list
+                of targets is checked on its own, one per (future) image.
 
         Returns:
             One synset name of T per image.
@@ -195,27 +193,34 @@ class ConVisAttribution(Attribution):
         images = self._check(inputs)[0] if inputs is not None else None
         if images is not None:
             n_images = images.shape[0]
-        else:  # validating a target list on its own: one entry per (future) image
+        else:
             n_images = len(target) if isinstance(target, (list, tuple)) and target else 1
-        predict = self._predictor(images) if self.classifier is not None and images is not None else None
-        classnames = self.classifier.classnames if self.classifier is not None else None
-        return concept_targets(target, n_images, self.resolver, classnames, predict)
+        return self._concepts(self.resolve_targets(target, n_images), images)
 
-    def _predictor(self, images: torch.Tensor):
-        """A callable giving the classifier's predicted class per image (target=None)."""
-        classifier = self.classifier
+    def _concepts(self, targets: ResolvedTargets, images: torch.Tensor | None) -> list[str]:
+        """The synset hook of the target contract: resolved classes and texts become concepts of T."""
+        if targets.predicted:
+            if self.classifier is None or images is None:
+                raise ValueError(
+                    "ConVis needs a concept: pass target='dog.n.01' (a WordNet noun synset), or build it from a "
+                    "ZeroShotClassifier to explain its predicted class"
+                )
+            return [self.resolver(self.classnames[i]) for i in self.predicted_classes(images).tolist()]
+        if targets.indices is not None:
+            return [self.resolver(self.classnames[i]) for i in targets.indices.tolist()]
+        return [self._text_concept(text) for text in targets.texts]
 
-        def predict() -> torch.Tensor:
-            with torch.no_grad():
-                return classifier(images).argmax(dim=-1)
-
-        return predict
+    def _text_concept(self, text: str) -> str:
+        # A synset name is a concept unless the classifier has a class of that name; other texts are class names
+        # (or single-sense words) for the resolver.
+        if is_synset_name(text) and text not in (self.classnames or ()):
+            return self.vocabulary.resolve(text)
+        return self.resolver(text)
 
     # ----------------------------------------------------------------------------------------- core
     def _check(self, inputs) -> tuple[torch.Tensor, bool]:
-        images, is_tuple = unpack_inputs(inputs)
-        # The same floor as every other method: below one token cell an image holds less than the model resolves.
-        return check_images(images, vision_tower(self.bundle.model).cell_size), is_tuple
+        images, is_tuple, _ = self._inputs(inputs)
+        return images, is_tuple
 
     @staticmethod
     def _check_aggregation(aggregation: str | None) -> None:
@@ -315,10 +320,9 @@ class ConVisAttribution(Attribution):
             ValueError: invalid images, an empty target list, an unknown, verb or out-of-vocabulary synset, an
                 ambiguous class name.
         """
-        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
-        images, is_tuple = self._check(inputs)
+        images, is_tuple, device = self._inputs(inputs, additional_forward_args)
         self._check_aggregation(aggregation)
-        names = self.resolve_targets(target, images)
+        names = self.target_concepts(target, images)
         pixels = self._pixels(images)
         ranks = self._ranks_per_image(pixels)
         # Images that share their ranks (a batch of one image expanded per target) also share one maps() call.
@@ -332,7 +336,13 @@ class ConVisAttribution(Attribution):
             maps = self._input_frame(self._values(result, normalize), images)
             for i in members:
                 out[i, 0] = maps[concepts.index(names[i])]
-        return (out,) if is_tuple else out
+        return self._outputs(out, images, device, is_tuple)
+
+    def _attribute_all(self, images: torch.Tensor, targets: list, aggregation: str | None = None,
+                       normalize: bool = True) -> torch.Tensor:
+        # One window sweep per image serves all K concepts.
+        concepts = self._concepts(self.resolve_targets(targets, len(targets)), None)
+        return self.attribute_concepts(images, concepts, aggregation=aggregation, normalize=normalize)
 
     def attribute_concepts(self, inputs, concepts: Sequence[ConceptLike] | ConceptLike,
                            aggregation: str | None = None, normalize: bool = True) -> torch.Tensor:
@@ -393,5 +403,3 @@ class ConVisAttribution(Attribution):
             out.append(masses[:k] if k is not None else masses)
         return out
 
-    def has_convergence_delta(self) -> bool:
-        return False

@@ -1,7 +1,6 @@
-"""Turn Captum-style targets into ConVis concepts (noun synsets of the vocabulary).
+"""How ConVis turns classes into concepts (noun synsets of the vocabulary): the synset hook of the one target parser.
 
-A target is a synset name (``"dog.n.01"``), an nltk ``Synset``, or a class of a zero-shot classifier (an index,
-or its class name). A class becomes a synset through, in order:
+The targets themselves are parsed by :mod:`captum_clip.base.targets`. A class becomes a synset through, in order:
 
 1. the caller's ``class_synsets`` (a ``{class name: synset}`` mapping or a callable);
 2. the class name itself when it is a synset name;
@@ -14,18 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Union
 
-import torch
 from nltk.corpus.reader.wordnet import Synset
 
 from .vocabulary import _SYNSET_NAME, ConceptVocabulary
 
-__all__ = ["ClassSynsets", "ClassSynsetResolver", "concept_targets"]
+__all__ = ["ClassSynsets", "ClassSynsetResolver", "is_synset_name"]
 
 #: How class names map to synsets: a dict, or a function of the class name returning a synset name.
 ClassSynsets = Union[Mapping[str, str], Callable[[str], str], None]
 
 
-def _is_synset_name(value: str) -> bool:
+def is_synset_name(value: str) -> bool:
+    """True for a string shaped like a synset name (``dog.n.01``)."""
     return _SYNSET_NAME.match(value.strip()) is not None
 
 
@@ -59,7 +58,7 @@ class ClassSynsetResolver:
             return self.class_synsets[classname]
         if callable(self.class_synsets) and not isinstance(self.class_synsets, Mapping):
             return self.class_synsets(classname)
-        if _is_synset_name(classname):
+        if is_synset_name(classname):
             return classname.strip()
         wordnet = self.vocabulary._reader(None)
         senses = wordnet.synsets(classname.strip().replace(" ", "_"), pos="n")
@@ -78,75 +77,3 @@ class ClassSynsetResolver:
             f"class_synsets={{{classname!r}: '{senses[0].name()}'}} (with the sense you mean), or use a synset "
             "name as the target"
         )
-
-
-def concept_targets(
-    target,
-    n_images: int,
-    resolver: ClassSynsetResolver,
-    classnames: Sequence[str] | None,
-    predict: Callable[[], torch.Tensor] | None,
-) -> list[str]:
-    """One concept per image from any supported target format.
-
-    Args:
-        target: None (the classifier's prediction), a synset name / ``Synset`` / class name / class index, a
-            list of those (one per image, or one for all), or an integer tensor of class indices.
-        n_images: N.
-        resolver: class name → synset.
-        classnames: the classifier's class names (None without a classifier).
-        predict: returns the ``(N,)`` predicted class indices (None without a classifier).
-
-    Returns:
-        N synset names of T.
-
-    Raises:
-        ValueError: for an empty list, a wrong length, an unknown / verb / out-of-vocabulary synset, a class index
-            without a classifier or out of range, or an ambiguous class name.
-    """
-    if target is None:
-        if predict is None:
-            raise ValueError(
-                "ConVis needs a concept: pass target='dog.n.01' (a WordNet noun synset), or build it from a "
-                "ZeroShotClassifier to explain its predicted class"
-            )
-        target = predict()
-    if isinstance(target, tuple) and len(target) == 1:
-        target = target[0]
-    if isinstance(target, torch.Tensor):
-        if target.is_floating_point() or target.dtype == torch.bool or target.dim() > 1:
-            raise ValueError(f"a target tensor must hold integer class indices (0-d or 1-d); got {target!r}")
-        target = target.reshape(-1).tolist()
-    if isinstance(target, (str, int, Synset)) and not isinstance(target, bool):
-        target = [target]
-    if not isinstance(target, (list, tuple)):
-        raise ValueError(f"target must be a synset name, a class index or name, or a list of them; got {target!r}")
-    values = list(target)
-    if not values:
-        raise ValueError("target is an empty list: give one concept (e.g. 'dog.n.01') per image, or one for all")
-    if len(values) == 1:
-        values = values * n_images
-    if len(values) != n_images:
-        raise ValueError(f"target has {len(values)} entries for {n_images} images; give one per image or one for all")
-    return [_one_concept(v, resolver, classnames) for v in values]
-
-
-def _one_concept(value, resolver: ClassSynsetResolver, classnames: Sequence[str] | None) -> str:
-    if isinstance(value, Synset):
-        return resolver.vocabulary.resolve(value)
-    if isinstance(value, str):
-        if not value.strip():
-            raise ValueError("an empty string is not a concept")
-        if _is_synset_name(value) and (classnames is None or value not in classnames):
-            return resolver.vocabulary.resolve(value)
-        return resolver(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if classnames is None:
-            raise ValueError(
-                f"target {value} is a class index, but this ConVisAttribution has no classifier; pass synset "
-                "names such as 'dog.n.01', or build it from a ZeroShotClassifier"
-            )
-        if not 0 <= value < len(classnames):
-            raise ValueError(f"class index {value} is out of range for {len(classnames)} classes")
-        return resolver(classnames[value])
-    raise ValueError(f"cannot use {value!r} as a ConVis target: give a synset name, a class name or a class index")

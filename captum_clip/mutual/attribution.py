@@ -21,14 +21,14 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor
 
-from ..attr.token_similarity import check_classifier
-from ..base.inputs import (Targets, TargetLike, check_images, refuse_additional_forward_args, resolve_targets,
-                               unpack_inputs)
+from ..base.inputs import check_images
+from ..base.method import ClipAttribution
+from ..base.targets import ResolvedTargets, TargetLike
 from ..core.classifier import ZeroShotClassifier
+from ..defaults import fill_defaults
 from ..errors import require_finite
 from .bank_embeddings import DESCRIPTOR_TEMPLATE, BankEmbeddings, encode_descriptor_bank
 from .concepts import ConceptBasis, VisualConcepts, apply_concept_basis, fit_concept_basis, tower_features
@@ -54,7 +54,7 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
-class MutualConceptAttribution(Attribution):
+class MutualConceptAttribution(ClipAttribution):
     r"""Concepts that CLIP's vision and language encoders share for a zero-shot prediction.
 
     Sammani & Deligiannis, "Interpreting and Analysing CLIP's Zero-Shot Image Classification via Mutual
@@ -74,8 +74,9 @@ class MutualConceptAttribution(Attribution):
     Args:
         classifier (ZeroShotClassifier): model, tokenizer and the class embeddings w_y of the label set.
         descriptors: the descriptor bank: a ``{class: [descriptors]}`` JSON path or mapping (deduplicated in
-            first-occurrence order), a list of strings, or a :class:`DescriptorBank`. Default: a bank generated
-            from WordNet for the classifier's class names (:func:`wordnet_descriptor_bank`).
+            first-occurrence order), a list of strings, or a :class:`DescriptorBank`. Default (None): the defaults
+            table's (:mod:`captum_clip.defaults`): a bank generated from WordNet for the classifier's class names
+            (:func:`wordnet_descriptor_bank`), or the scene bank for the shipped model.
         facet (str): ``"tokens"`` (last-block output, the released notebook) or ``"keys"`` (last-block keys, the
             paper's CorLoc preference).
         foreground_method (str): ``"svd"`` (GDC) or ``"pca"``.
@@ -86,7 +87,8 @@ class MutualConceptAttribution(Attribution):
         tau (float): Sinkhorn temperature (1).
         sinkhorn_iters (int): Sinkhorn iterations (1000).
         top (int): descriptors per concept (3).
-        u (int): size of the class's descriptor set D_ŷ (50; clipped to the bank size).
+        u (int): size of the class's descriptor set D_ŷ (None: the defaults table's, 50, or 8 for the shipped
+            model's scene bank; clipped to the bank size).
         score_scale (float): CLIPScore's w = 2.5.
         thickness (int): ellipse outline thickness (1).
         blur_ksize (int): Gaussian kernel of the blurred prompt (11).
@@ -94,7 +96,7 @@ class MutualConceptAttribution(Attribution):
         random_state (int): k-means seed.
         template (str): template of the descriptor classifier W_D ("a photo showing {}").
         cache_dir: where bank embeddings (and the WordNet bank) are cached; default
-            ``captum_clip.convis.text_bank.default_cache_dir()``.
+            :func:`captum_clip.core.cache.cache_root`.
         use_cache (bool): read and write those caches.
         prompt_batch_size (int): prompt images per image-encoder call.
     """
@@ -113,7 +115,7 @@ class MutualConceptAttribution(Attribution):
         tau: float = 1.0,
         sinkhorn_iters: int = 1000,
         top: int = 3,
-        u: int = 50,
+        u: Optional[int] = None,
         score_scale: float = 2.5,
         thickness: int = 1,
         blur_ksize: int = 11,
@@ -124,7 +126,9 @@ class MutualConceptAttribution(Attribution):
         use_cache: bool = True,
         prompt_batch_size: int = 256,
     ) -> None:
-        super().__init__(check_classifier(classifier))
+        super().__init__(classifier)
+        options = fill_defaults("mutual", classifier, {"descriptors": descriptors, "u": u})
+        descriptors, u = options["descriptors"], options["u"]
         if facet not in classifier.tower.FEATURE_FACETS:
             raise ValueError(f"facet must be one of {classifier.tower.FEATURE_FACETS}; got {facet!r}.")
         if foreground_method not in _FOREGROUND_METHODS:
@@ -135,8 +139,6 @@ class MutualConceptAttribution(Attribution):
             raise ValueError(f"blur_ksize must be a positive odd integer; got {blur_ksize!r}.")
         if not tau > 0:
             raise ValueError(f"tau must be positive; got {tau!r}.")
-        self.classifier = classifier
-        self.tower = classifier.tower
         self.facet = facet
         self.foreground_method = foreground_method
         self.part_method = part_method
@@ -160,16 +162,15 @@ class MutualConceptAttribution(Attribution):
                                                                 use_cache=use_cache)
         else:
             self.bank = load_descriptor_bank(descriptors)
-        device = next(classifier.model.parameters()).device
         self.bank_embeddings: BankEmbeddings = encode_descriptor_bank(
             self.bank, classifier.model, classifier.tokenizer, template=template, cache_dir=cache_dir,
             use_cache=use_cache,
-        ).to(device)
+        ).to(self.bundle.device)
 
     # ----------------------------------------------------------------------------------------- stage (a)
     def _check(self, inputs) -> Tuple[Tensor, bool]:
-        images, is_tuple = unpack_inputs(inputs)
-        return check_images(images, self.tower.cell_size), is_tuple
+        images, is_tuple, _ = self._inputs(inputs)
+        return images, is_tuple
 
     def fit_concepts(self, reference_images: Tensor) -> ConceptBasis:
         """Fit the foreground and parts on a set of images (e.g. the 50 images of a class).
@@ -180,7 +181,7 @@ class MutualConceptAttribution(Attribution):
         Returns:
             A :class:`ConceptBasis` to pass as ``reference_images`` to :meth:`explain` / :meth:`attribute`.
         """
-        images = check_images(reference_images, self.tower.cell_size)
+        images = check_images(reference_images, self.tower.cell_size).to(self.bundle.device)
         patches, _, grid = tower_features(self.tower, images, self.facet)
         return self._fit(patches, grid)
 
@@ -263,16 +264,16 @@ class MutualConceptAttribution(Attribution):
         return z, valid.to(images.device), ellipses
 
     # ------------------------------------------------------------------------------------- stages (c, d)
-    def _class_embeddings(self, images: Tensor, embeddings: Tensor, target: Union[TargetLike, Targets]
+    def _class_embeddings(self, images: Tensor, embeddings: Tensor, target: Union[TargetLike, ResolvedTargets]
                           ) -> Tuple[Tensor, List[Optional[int]], List[str]]:
         """w_ŷ (B, E), class indices (None for free text) and names; None = the zero-shot prediction."""
-        targets = target if isinstance(target, Targets) else resolve_targets(target, images.shape[0], self.classifier)
+        targets = target if isinstance(target, ResolvedTargets) else self.resolve_targets(target, images.shape[0])
         text = self.classifier.text_features.to(embeddings.device)
         if targets.texts is not None:
             weights = self.classifier.encode_text(targets.texts).to(embeddings.device).float()
-            indices = [self.classifier.class_index(t) for t in targets.texts]
-            return weights, indices, list(targets.texts)
-        indices_t = (embeddings @ text.T).argmax(dim=-1) if targets.predicted else targets.indices.to(text.device)
+            return weights, targets.class_rows(), list(targets.texts)
+        indices_t = (self.predicted_classes(embeddings=embeddings) if targets.predicted
+                     else targets.indices.to(text.device))
         indices = [int(i) for i in indices_t.tolist()]
         return text[indices_t].float(), indices, [self.classifier.classnames[i] for i in indices]
 
@@ -293,7 +294,7 @@ class MutualConceptAttribution(Attribution):
                              f"{tuple(images.shape)}.")
         return self._explain_concepts(images, concepts, target)
 
-    def _explain_concepts(self, images: Tensor, concepts: VisualConcepts, target: Union[TargetLike, Targets]
+    def _explain_concepts(self, images: Tensor, concepts: VisualConcepts, target: Union[TargetLike, ResolvedTargets]
                           ) -> List[MutualExplanation]:
         embeddings = concepts.image_embeddings.to(images.device)
         class_weights, indices, names = self._class_embeddings(images, embeddings, target)
@@ -379,7 +380,7 @@ class MutualConceptAttribution(Attribution):
 
     def _explain(self, images: Tensor, target: TargetLike, reference_images: ReferenceLike) -> List[MutualExplanation]:
         # Resolved first, so a bad target fails before any forward pass.
-        targets = resolve_targets(target, images.shape[0], self.classifier)
+        targets = self.resolve_targets(target, images.shape[0])
         return self._explain_concepts(images, self._visual_concepts(images, reference_images), targets)
 
     @log_usage()
@@ -401,11 +402,19 @@ class MutualConceptAttribution(Attribution):
         Returns:
             Tensor (or a 1-tuple if ``inputs`` was a tuple): ``(N, 1, H, W)`` float32 on the inputs' device.
         """
-        refuse_additional_forward_args(additional_forward_args, type(self).__name__)
-        images, is_tuple = self._check(inputs)
-        explanations = self._explain(images, target, reference_images)
-        maps = torch.stack([e.attribution_map() for e in explanations]).unsqueeze(1).to(images.device)
-        return (maps,) if is_tuple else maps
+        images, is_tuple, device = self._inputs(inputs, additional_forward_args)
+        return self._outputs(self._concept_maps(images, target, reference_images), images, device, is_tuple)
 
-    def has_convergence_delta(self) -> bool:
-        return False
+    def _concept_maps(self, images: Tensor, target, reference_images: ReferenceLike) -> Tensor:
+        explanations = self._explain(images, target, reference_images)
+        return torch.stack([e.attribution_map() for e in explanations]).unsqueeze(1).to(images.device)
+
+    def _attribute_all(self, images: Tensor, targets: list, reference_images: ReferenceLike = None) -> Tensor:
+        # The concept masks and their weights do not depend on the target (it changes only the textual side), so
+        # the K maps of an image are one map; explaining the batch once keeps the joint concept fit of attribute.
+        self.resolve_targets(targets, len(targets))
+        maps = self._concept_maps(images, None, reference_images)
+        return maps.expand(-1, len(targets), -1, -1).clone()
+
+    map_normalisation = ("none: each concept's pixels hold its importance cos(x, z_j) x cos(x, t_j), a product of "
+                         "cosines; 0 outside every concept")

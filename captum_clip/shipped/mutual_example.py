@@ -25,7 +25,7 @@ from ..viz import to_display_images
 from ..mutual.attribution import MutualConceptAttribution
 from ..mutual.figure import save_concept_figure
 from ..mutual.results import MutualExplanation
-from .scene_bank import scene_descriptor_bank
+from .presets import scene_descriptor_bank
 
 __all__ = ["RED_STAR_BLUE_RING_SEED", "RED_STAR_BLUE_RING_SEEDS", "SceneExplanation", "SceneSurvey",
            "concept_mass_on_objects", "explain_scene", "find_scene_seeds", "object_cell_share", "object_patch_fraction",

@@ -1,4 +1,12 @@
-"""ConVis on the generated shape scenes and the shipped ``shapes`` model: which synset each shape and colour is.
+"""The shipped ``shapes`` model and its scenes, as the methods see them: synsets, descriptors and presets.
+
+This is the one module that knows the shipped model (``load_clip("shapes")``) and its scene vocabulary:
+
+* ConVis: which WordNet synset each scene shape and colour is (:func:`scene_vocabulary`,
+  :func:`scene_class_synset`);
+* Mutual Knowledge: a descriptor bank in the words that model knows (:func:`scene_descriptor_bank`);
+* :data:`PRESETS`: the method options :mod:`captum_clip.defaults` applies to that model or to scene label sets.
+
 
 Each scene shape word is mapped to the WordNet 3.0 noun sense that names the drawn figure (checked in the tests
 against the sense's gloss):
@@ -29,23 +37,35 @@ on it with the synsets' **lemma names** as texts (:data:`SCENE_TEXT_SOURCE`), no
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Callable, Dict, Tuple
 
-from nltk.corpus.reader.wordnet import WordNetCorpusReader
+from ..mutual.descriptor_bank import DescriptorBank, load_descriptor_bank
+from .scenes import COLORS, SHAPES, object_phrase, parse_query
 
-from .scenes import parse_query
-from ..convis.vocabulary import ConceptVocabulary, default_vocabulary
-from ..wordnet import load_wordnet
+if TYPE_CHECKING:  # nltk costs seconds to import; only ConVis's presets need it, and they import it when used
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    from ..convis.vocabulary import ConceptVocabulary
 
 __all__ = [
+    "SHIPPED_MODEL",
+    "PRESETS",
+    "is_shipped_model",
+    "scene_descriptor_bank",
     "SHAPE_SYNSETS",
     "COLOR_SYNSETS",
     "SCENE_TEXT_SOURCE",
     "SCENE_OOD_PAIRS",
     "scene_vocabulary",
     "scene_class_synset",
-    "scene_method_options",
     "is_scene_classnames",
 ]
+
+#: The name ``load_clip`` gives the shipped model.
+SHIPPED_MODEL = "shapes"
+
+#: Mutual's u for the scene bank: a scene class owns 8 of its 48 descriptors (4 colour + 4 shape words).
+SCENE_BANK_U = 8
 
 #: Scene shape word → WordNet 3.0 noun synset (see the module docstring for the glosses).
 SHAPE_SYNSETS: dict[str, str] = {
@@ -80,6 +100,8 @@ SCENE_OOD_PAIRS: tuple[tuple[str, str], ...] = (
 
 @functools.lru_cache(maxsize=4)
 def _scene_vocabulary_for(wordnet: WordNetCorpusReader) -> ConceptVocabulary:
+    from ..convis.vocabulary import default_vocabulary
+
     return default_vocabulary(wordnet).extended([*SHAPE_SYNSETS.values(), *COLOR_SYNSETS.values()], wordnet=wordnet)
 
 
@@ -92,6 +114,8 @@ def scene_vocabulary(wordnet: WordNetCorpusReader | None = None) -> ConceptVocab
     Returns:
         The extended vocabulary.
     """
+    from ..wordnet import load_wordnet
+
     return _scene_vocabulary_for(wordnet if wordnet is not None else load_wordnet())
 
 
@@ -116,17 +140,61 @@ def is_scene_classnames(classnames) -> bool:
     return bool(classnames)
 
 
-def scene_method_options(shipped_model: bool = True) -> dict:
-    """ConVisAttribution options for explaining generated scenes.
+# ------------------------------------------------------------------------------------ Mutual Knowledge
 
-    Args:
-        shipped_model: the shipped ``shapes`` model, which gets lemma texts (it never saw a gloss).
+#: Geometry the scene captions never mention; the shape word carries the meaning.
+_SHAPE_GEOMETRY = {
+    "circle": "round",
+    "square": "four straight sides",
+    "triangle": "three corners",
+    "star": "has five points",
+    "cross": "two crossing bars",
+    "ring": "a hole in the middle",
+}
+
+#: Shape descriptors: the shape word alone, with an article, as an adjective, and its geometry.
+SCENE_SHAPE_DESCRIPTORS = {
+    shape: [shape, f"a {shape}", f"{shape}-shaped", _SHAPE_GEOMETRY[shape]] for shape in SHAPES
+}
+
+#: Colour descriptors, as the captions' colour-only mentions ("a red object", "a red shape") phrase them.
+SCENE_COLOUR_DESCRIPTORS = {
+    colour: [colour, f"a {colour} object", f"a {colour} shape", f"{colour} colored"] for colour in COLORS
+}
+
+
+def scene_descriptor_bank() -> DescriptorBank:
+    """``{"red star": [colour descriptors..., shape descriptors...], ...}`` over all 36 scene classes.
 
     Returns:
-        ``{"vocabulary": scene_vocabulary(), "class_synsets": scene_class_synset}``, plus
-        ``"text_source": "lemmas"`` for the shipped model.
+        :class:`DescriptorBank` of 48 unique descriptors (the colour and shape ones are shared across classes
+        and kept once, in first-occurrence order), ``source == "scenes"``.
     """
-    options = {"vocabulary": scene_vocabulary(), "class_synsets": scene_class_synset}
-    if shipped_model:
-        options["text_source"] = SCENE_TEXT_SOURCE
-    return options
+    mapping = {
+        object_phrase(colour, shape): SCENE_COLOUR_DESCRIPTORS[colour] + SCENE_SHAPE_DESCRIPTORS[shape]
+        for colour in COLORS for shape in SHAPES
+    }
+    bank = load_descriptor_bank(mapping)
+    return DescriptorBank(bank.descriptors, bank.classes, "scenes")
+
+
+# ------------------------------------------------------------------------------------------- presets
+
+def is_shipped_model(classifier) -> bool:
+    """True for a classifier over the shipped ``shapes`` model."""
+    return getattr(classifier, "bundle", None) is not None and classifier.bundle.name == SHIPPED_MODEL
+
+
+def _has_scene_classes(classifier) -> bool:
+    return classifier is not None and is_scene_classnames(classifier.classnames)
+
+
+#: ``(method, applies to classifier, options for it)``, applied in order over the defaults table: scene label
+#: sets get the scene synsets (any model); the shipped model, which knows shape and colour words but never saw a
+#: gloss, also gets lemma texts, and Mutual gets the scene bank.
+PRESETS: Tuple[Tuple[str, Callable[[object], bool], Callable[[object], Dict[str, object]]], ...] = (
+    ("convis", _has_scene_classes, lambda c: {"vocabulary": scene_vocabulary(), "class_synsets": scene_class_synset}),
+    ("convis", is_shipped_model, lambda c: {"vocabulary": scene_vocabulary(), "class_synsets": scene_class_synset,
+                                             "text_source": SCENE_TEXT_SOURCE}),
+    ("mutual", is_shipped_model, lambda c: {"descriptors": scene_descriptor_bank(), "u": SCENE_BANK_U}),
+)

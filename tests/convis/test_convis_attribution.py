@@ -13,7 +13,8 @@ import torch
 from captum.attr import NoiseTunnel
 
 from captum_clip.convis.attribution import ConVisAttribution
-from captum_clip.convis.bundle_adapters import bundle_image_encoder, text_tower_fingerprint
+from captum_clip.convis.bundle_adapters import bundle_image_encoder
+from captum_clip.core.text import text_tower_fingerprint
 from captum_clip.convis.concept_maps import ConceptMapper
 from captum_clip.convis.encoders import pil_preprocess_image_encoder, tensor_resize_image_encoder
 from captum_clip.convis.frames import map_to_input_frame, normalised_to_uint8, square_crop_box, uint8_to_normalised
@@ -122,13 +123,13 @@ def test_noise_tunnel_wraps_it(make, tiny_bundles):
 @pytest.mark.parametrize("target, message", [
     ("zyzzyx.n.01", "not a synset of WordNet"),
     ("run.v.01", "verb"),
-    ([], "empty list"),
+    ([], "non-empty list"),
     ("skyscraper.n.01", "not in the concept vocabulary"),
     ("dog", "ambiguous"),
     (0, "ambiguous: it has 8 WordNet noun senses .*cat.n.01"),
     (2, "'red star' has no WordNet noun sense"),
     (7, "out of range"),
-    (["dog.n.01", "cat.n.01", "cup.n.01"], "3 entries for 2 images"),
+    (["dog.n.01", "cat.n.01", "cup.n.01"], "target has 3 entries but inputs has 2 images"),
     (torch.tensor([0.5]), "integer class indices"),
 ])
 def test_bad_targets_raise_clear_errors(make, tiny_bundles, target, message):
@@ -159,12 +160,12 @@ def test_class_targets_resolve_through_the_classifier(make, tiny_bundles, tiny_c
     assert torch.equal(method.attribute(images, target=["cat", "red star"]), by_index)
     # None explains the classifier's predicted class.
     predicted = tiny_classifiers["vit"](images).argmax(-1).tolist()
-    assert method.resolve_targets(None, images) == [method.resolver(tiny_classifiers["vit"].classnames[i])
+    assert method.target_concepts(None, images) == [method.resolver(tiny_classifiers["vit"].classnames[i])
                                                    for i in predicted]
     # A callable mapping, and a bundle without a classifier (synsets only).
-    assert make(class_synsets=lambda name: "cup.n.01").resolve_targets([1, 3]) == ["cup.n.01", "cup.n.01"]
+    assert make(class_synsets=lambda name: "cup.n.01").target_concepts([1, 3]) == ["cup.n.01", "cup.n.01"]
     bare = make(tiny_bundles["vit"])
-    with pytest.raises(ValueError, match="no classifier"):
+    with pytest.raises(ValueError, match="built without a classifier"):
         bare.attribute(images, target=0)
     with pytest.raises(ValueError, match="needs a concept"):
         bare.attribute(images)

@@ -239,19 +239,15 @@ def test_cli_explain_with_convis(tiny_checkpoint, tmp_path, monkeypatch, cache_d
 
 def test_registry_gives_scene_classifiers_the_scene_table(tiny_bundles, shapes_vocabulary, cache_dir, monkeypatch):
     from captum_clip import ZeroShotClassifier
-    from captum_clip.convis import scene_concepts
+    from captum_clip.shipped import presets
     from captum_clip.shipped.presets import is_scene_classnames
     from captum_clip.methods import build_method
 
     assert is_scene_classnames(["red star", "blue ring", "green"]) and not is_scene_classnames(["cat", "red star"])
-    requested = []
-
-    def small_scene_options(shipped_model: bool = True) -> dict:
-        requested.append(shipped_model)  # the full scene vocabulary is |T| = 7,181: too slow to encode here
-        return {"vocabulary": shapes_vocabulary, "class_synsets": scene_class_synset}
-
-    monkeypatch.setattr(scene_concepts, "scene_method_options", small_scene_options)
+    # The full scene vocabulary is |T| = 7,181: too slow to encode here, so the preset gets a small one.
+    monkeypatch.setattr(presets, "scene_vocabulary", lambda: shapes_vocabulary)
     classifier = ZeroShotClassifier(tiny_bundles["vit"], ["red star", "blue ring"], ["{}"])
     method = build_method("convis", classifier, windows=SMALL_WINDOWS, cache_dir=cache_dir)
-    assert requested == [False] and method.text_source == "definition"  # lemmas only for the shipped model
-    assert method.resolve_targets([0, 1]) == ["star.n.05", "ring.n.02"]
+    assert method.vocabulary is shapes_vocabulary
+    assert method.text_source == "definition"  # lemmas only for the shipped model
+    assert method.target_concepts([0, 1]) == ["star.n.05", "ring.n.02"]

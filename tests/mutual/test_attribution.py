@@ -188,7 +188,7 @@ def test_bad_inputs_raise(mutual_methods, tiny_bundles):
     keys = MutualConceptAttribution(method.classifier, TINY_BANK, facet="keys", use_cache=False)
     with pytest.raises(ValueError, match="fitted on 'tokens'"):
         keys.explain(images, reference_images=method.fit_concepts(images))
-    with pytest.raises(ValueError, match="ZeroShotClassifier"):
+    with pytest.raises(TypeError, match="ZeroShotClassifier"):
         MutualConceptAttribution(method.classifier.model, TINY_BANK)
 
 

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from captum_clip.mutual import DescriptorBank, encode_descriptor_bank, load_descriptor_bank, wordnet_descriptor_bank
-from captum_clip.mutual.bank_embeddings import DESCRIPTOR_TEMPLATE, bank_embeddings_cache_path, model_fingerprint
-from captum_clip.shipped.scene_bank import scene_descriptor_bank
+from captum_clip.core.text import text_tower_fingerprint
+from captum_clip.mutual.bank_embeddings import DESCRIPTOR_TEMPLATE, bank_embeddings_cache_path
+from captum_clip.shipped.presets import scene_descriptor_bank
 from captum_clip.mutual.descriptor_bank import wordnet_descriptors_for
 
 from ..conftest import perturb_
@@ -167,7 +168,7 @@ def test_bank_embeddings_are_cached_per_model_and_bank(tiny_bundles, tmp_path):
         bare = F.normalize(bundle.model.encode_text(bundle.tokenizer(["whiskers"])), dim=-1)
     assert torch.allclose(first.prompted[1], expected[0], atol=1e-6)
     assert torch.allclose(first.bare[1], bare[0], atol=1e-6)
-    fingerprint = model_fingerprint(bundle.model, bundle.tokenizer)
+    fingerprint = text_tower_fingerprint(bundle.model, bundle.tokenizer)
     assert bank_embeddings_cache_path(bank, fingerprint, DESCRIPTOR_TEMPLATE, tmp_path).is_file()
     second = encode_descriptor_bank(bank, bundle.model, bundle.tokenizer, cache_dir=tmp_path)
     assert second.from_cache and torch.equal(second.prompted, first.prompted) and torch.equal(second.bare, first.bare)
@@ -178,15 +179,3 @@ def test_bank_embeddings_are_cached_per_model_and_bank(tiny_bundles, tmp_path):
                                       cache_dir=tmp_path).from_cache
     with pytest.raises(ValueError, match="template"):
         encode_descriptor_bank(bank, bundle.model, bundle.tokenizer, template="no slot")
-
-
-def test_fingerprint_changes_with_the_weights(tiny_bundles):
-    import copy
-
-    model = tiny_bundles["vit"].model
-    fingerprint = model_fingerprint(model)
-    assert fingerprint == model_fingerprint(model) and len(fingerprint) == 32
-    changed = copy.deepcopy(model)
-    perturb_(changed, seed=5)
-    assert model_fingerprint(changed) != fingerprint
-    assert model_fingerprint(tiny_bundles["resnet"].model) != fingerprint
