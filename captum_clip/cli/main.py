@@ -145,7 +145,7 @@ def demo(args: argparse.Namespace) -> Path:
 
     methods = _method_names(args.method or ["surgery", "clip", "gradcam", "ig"])
     bundle = load_clip("shapes", device=args.device)
-    scene = generate_scene(args.seed, image_size=bundle.model.visual.image_size[0], n_objects=2)
+    scene = generate_scene(args.seed, image_size=bundle.input_size[0], n_objects=2)
     image = to_tensor(scene.image[None]).to(bundle.device)
     # The whole colour x shape vocabulary is the label set, as in CLIP Surgery's multi-label mode.
     classifier = ZeroShotClassifier(bundle, single_object_classnames())

@@ -15,7 +15,7 @@ from .cache import PathLike, cached_embeddings, digest_strings
 from .device import model_device
 from .loading import ClipBundle
 from .templates import SURGERY_TEMPLATES
-from .text import encode_texts, text_tower_fingerprint
+from .text import prompt_ensembles, text_tower_fingerprint
 from .towers import VisionTower, vision_tower
 
 #: Free-text embeddings kept per classifier (least recently used go first); class names are always kept.
@@ -129,9 +129,7 @@ class ZeroShotClassifier(nn.Module):
 
     def _ensembles(self, texts: Sequence[str]) -> Tensor:
         """Prompt-ensemble embeddings ``(len(texts), E)``: every template filled, encoded, averaged, normalised."""
-        prompts = [template.format(text) for text in texts for template in self.templates]
-        features = encode_texts(self.model, self.tokenizer, prompts, stage="the text tower's prompt embeddings")
-        return F.normalize(features.reshape(len(texts), len(self.templates), -1).mean(dim=1), dim=-1)
+        return prompt_ensembles(self.model, self.tokenizer, texts, self.templates)
 
     def _class_embeddings(self, classnames: Sequence[str]) -> Tensor:
         key = {"text_tower": text_tower_fingerprint(self.model, self.tokenizer),

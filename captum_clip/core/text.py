@@ -60,6 +60,15 @@ def encode_texts(model: nn.Module, tokenizer: Callable[[Sequence[str]], Tensor],
     return F.normalize(features, dim=-1) if normalize else features
 
 
+def prompt_ensembles(model: nn.Module, tokenizer: Callable, texts: Sequence[str], templates: Sequence[str], *,
+                     stage: str = "the text tower's prompt embeddings") -> Tensor:
+    """CLIP's prompt ensemble per text ``(len(texts), E)``: every template filled with the text, encoded,
+    L2-normalised, averaged over the templates and L2-normalised again (as CLIP Surgery builds class embeddings)."""
+    prompts = [template.format(text) for text in texts for template in templates]
+    features = encode_texts(model, tokenizer, prompts, stage=stage)
+    return F.normalize(features.reshape(len(texts), len(templates), -1).mean(dim=1), dim=-1)
+
+
 def text_encoder(model: nn.Module, tokenizer: Callable, *, stage: str, normalize: bool = True,
                  progress: Optional[str] = None) -> Callable[[Sequence[str]], Tensor]:
     """``encode(texts) -> (n, E)`` float32 on the CPU: :func:`encode_texts` bound to a model, for banks."""

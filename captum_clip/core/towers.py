@@ -103,6 +103,11 @@ class VisionTower:
     def __init__(self, visual: nn.Module):
         self.visual = visual
 
+    @property
+    def module(self) -> nn.Module:
+        """The vision tower itself (e.g. to select its parameters)."""
+        return self.visual
+
     # -- geometry ---------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:

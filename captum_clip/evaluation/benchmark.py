@@ -102,7 +102,7 @@ def shapes_scenes(classifier: ZeroShotClassifier, n: int, seed: int = HELD_OUT_S
     Raises:
         ValueError: when the classifier has no class for a queried object.
     """
-    size = image_size or classifier.tower.native_image_size[0]
+    size = image_size or classifier.bundle.input_size[0]
     scenes = make_scenes(n, seed=seed, image_size=size)
     queries = [scene.objects[0] for scene in scenes]
     targets = [classifier.class_index(query) for query in queries]

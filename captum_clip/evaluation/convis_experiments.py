@@ -141,7 +141,7 @@ def scene_localisation(
     """
     if n_scenes < 1:
         raise ValueError(f"n_scenes must be positive, not {n_scenes}")
-    size = image_size or int(np.atleast_1d(method.bundle.model.visual.image_size)[0])
+    size = image_size or method.bundle.input_size[0]
     mean, std = method.mean_std
     maps, boxes, hits, any_hits, chance, concepts, images = [], [], [], [], [], [], []
     for s in tqdm(range(seed, seed + n_scenes), desc="ConVis: scenes", disable=not progress):
@@ -272,7 +272,7 @@ def scene_ood(
     Returns:
         One :class:`~.ood.OODResult` per pair.
     """
-    size = int(np.atleast_1d(bundle.model.visual.image_size)[0])
+    size = bundle.input_size[0]
     test, test_classes = _scene_embeddings(bundle, range(seed, seed + n_test), size)
     train, train_classes = _scene_embeddings(bundle, range(train_seed, train_seed + n_train), size)
     return [

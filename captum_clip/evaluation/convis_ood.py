@@ -95,7 +95,7 @@ def encode_images(bundle: ClipBundle, images: Iterable[torch.Tensor], batch_size
 
     def flush() -> None:
         if pending:
-            batch = torch.cat(pending).to(bundle.device, next(bundle.model.parameters()).dtype)
+            batch = torch.cat(pending).to(bundle.device, bundle.dtype)
             rows.append(F.normalize(bundle.model.encode_image(batch).float(), dim=-1).cpu())
             pending.clear()
 

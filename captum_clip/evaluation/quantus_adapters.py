@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..core.classifier import ZeroShotClassifier
+from ..core.device import model_device
 from ..methods import METHODS, build_method
 
 __all__ = [
@@ -75,11 +76,6 @@ def _class_indices(targets, n_images: int, device) -> torch.Tensor:
 def _image_rng(seed: int, image: np.ndarray) -> np.random.Generator:
     """A generator that depends only on ``seed`` and the image's bytes (not on batch position)."""
     return np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(image, dtype=np.float32).tobytes())])
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 class QuantusExplainFunc:
@@ -142,7 +138,7 @@ class QuantusExplainFunc:
         """
         if not isinstance(model, ZeroShotClassifier):
             raise TypeError(f"explain_func needs the ZeroShotClassifier as model; got {type(model).__name__}.")
-        device = torch.device(device) if device is not None else _model_device(model)
+        device = torch.device(device) if device is not None else model_device(model)
         # ascontiguousarray: torch rejects negative-stride views (e.g. x[::-1]).
         images = torch.as_tensor(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
         indices = _class_indices(targets, images.shape[0], device)

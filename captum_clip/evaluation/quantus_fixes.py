@@ -58,6 +58,8 @@ from quantus.functions.perturb_func import baseline_replacement_by_mask, noisy_l
 from quantus.helpers.model.pytorch_model import PyTorchModel
 from torch import nn
 
+from ..core.classifier import ZeroShotClassifier
+
 __all__ = [
     "numpy_trapz_compat",
     "rgb_irof_perturb_func",
@@ -291,11 +293,10 @@ class _ScopedPyTorchModel(PyTorchModel):
 
     def _selected(self, model: nn.Module, order: str) -> List[Tuple[str, nn.Module, Callable[[], None]]]:
         if self.layers == "vision":
-            visual = getattr(getattr(model, "model", None), "visual", None)
-            if not isinstance(visual, nn.Module):
-                raise ValueError("layers='vision' needs a ZeroShotClassifier (a model with .model.visual); "
+            if not isinstance(model, ZeroShotClassifier):
+                raise ValueError("layers='vision' needs a ZeroShotClassifier (it knows its vision tower); "
                                  "pass layers='all' or a callable(name, module) -> bool.")
-            vision_ids = {id(m) for m in visual.modules()}
+            vision_ids = {id(m) for m in model.tower.module.modules()}
             keep = lambda name, module: id(module) in vision_ids  # noqa: E731
         elif self.layers == "all":
             keep = lambda name, module: True  # noqa: E731
@@ -342,7 +343,7 @@ class ScopedMPRT(quantus.MPRT):  # type: ignore[misc]  # quantus marks MPRT @fin
     cannot change) and never touches ``nn.MultiheadAttention``'s q/k/v projection. Here:
 
     Args:
-        layers: ``"vision"`` (default): only modules of ``model.model.visual``;
+        layers: ``"vision"`` (default): only modules of the classifier's vision tower;
             ``"all"``: every module, as Quantus; or ``callable(name, module) -> bool``.
         max_layers: randomise only the first ``max_layers`` selected layers in the chosen
             order (with ``"top_down"``: the top-most ones), for cost. The last reported

@@ -62,8 +62,7 @@ def explain_scene(seed: int = RED_STAR_BLUE_RING_SEED, bundle: Optional[ClipBund
         :class:`SceneExplanation`.
     """
     bundle = bundle or load_clip("shapes")
-    size = bundle.model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
+    size = bundle.input_size[0]
     scene = generate_scene(seed, image_size=size, n_objects=n_objects)
     mean, std = bundle.image_mean_std
     image = to_tensor(scene.image, mean, std).to(bundle.device)

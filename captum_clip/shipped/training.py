@@ -37,13 +37,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import open_clip
-from open_clip.pos_embed import get_2d_sincos_pos_embed
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from ..core.vit_init import init_patch_embedding, init_positional_embedding
 from .zero_shot import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
 from .scenes import COLORS, MAX_OBJECTS, SHAPES, Scene, generate_scene, join_phrases, to_tensor
 
@@ -305,42 +305,6 @@ def create_model(config: dict = MODEL_CONFIG) -> open_clip.CLIP:
     return open_clip.CLIP(**config)
 
 
-def init_positional_embedding(model: open_clip.CLIP) -> None:
-    """Start the (learnable) image positional embedding from a 2-D sin-cos grid.
-
-    A from-scratch ViT otherwise spends many steps discovering which patches
-    are neighbours; shapes are relations between neighbouring patches.
-    """
-    embedding = model.visual.positional_embedding
-    grid = model.visual.grid_size[0]
-    sincos = get_2d_sincos_pos_embed(embedding.shape[1], grid, cls_token=True)
-    with torch.no_grad():
-        # Scaled to the magnitude of open_clip's random init (width ** -0.5 per entry).
-        embedding.copy_(torch.from_numpy(sincos).float() * embedding.std() / sincos.std())
-
-
-def init_patch_embedding(model: open_clip.CLIP, scenes: Sequence[Scene], eps: float = 1e-2) -> None:
-    """Start the patch embedding as PCA whitening of image patches from ``scenes``.
-
-    Whitened patches expose edges and their orientation from the first step;
-    from a random projection a small ViT needs roughly twice the scenes to
-    tell shapes apart.
-    """
-    conv = model.visual.conv1
-    patch, width = conv.kernel_size[0], conv.out_channels
-    images = to_tensor([scene.image for scene in scenes])
-    # Half-overlapping windows give more samples for the covariance.
-    patches = F.unfold(images, patch, stride=patch // 2).transpose(1, 2).reshape(-1, 3 * patch * patch)
-    patches = patches - patches.mean(dim=0)
-    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
-    # eigh sorts ascending; keep the strongest components, as many as there are channels.
-    n_components = min(width, patches.shape[1])
-    top_values, top_vectors = eigenvalues.flip(0)[:n_components], eigenvectors.flip(1)[:, :n_components]
-    whitening = (top_vectors / (top_values + eps).sqrt()).T
-    with torch.no_grad():  # channels beyond the patch dimension keep their random init
-        conv.weight[:n_components].copy_(whitening.reshape(n_components, 3, patch, patch))
-
-
 def create_tokenizer(config: dict = MODEL_CONFIG) -> open_clip.SimpleTokenizer:
     return open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"])
 
@@ -403,7 +367,7 @@ def train(args: argparse.Namespace) -> dict:
     init_positional_embedding(model)
     image_size = config["vision_cfg"]["image_size"]
     init_patch_embedding(
-        model, [generate_scene(training_scene_seed(args.seed, i), image_size) for i in range(256)]
+        model, to_tensor([generate_scene(training_scene_seed(args.seed, i), image_size).image for i in range(256)])
     )
     model = model.to(device).train()
     tokenizer = create_tokenizer()

@@ -15,7 +15,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..core.device import model_device
 from ..core.loading import BUILTIN_TEMPLATES
+from ..core.text import prompt_ensembles
+from ..core.towers import vision_tower
 from .scenes import CLIP_MEAN, CLIP_STD, COLORS, SHAPES, make_scenes, single_object_classnames, to_tensor
 
 #: First seed of the held-out range; every training scene seed is smaller.
@@ -30,34 +33,12 @@ ZERO_SHOT_TEMPLATES: tuple[str, ...] = BUILTIN_TEMPLATES["shapes"]
 COLOR_ONLY_NOUN = "object"
 
 
-def _model_image_size(model: torch.nn.Module) -> int:
-    size = model.visual.image_size
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def class_text_features(
-    model: torch.nn.Module,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    classnames: Sequence[str],
-    templates: Sequence[str] = ZERO_SHOT_TEMPLATES,
-) -> torch.Tensor:
-    """Prompt-ensembled class embeddings -> (C, D), unit norm."""
-    device = _model_device(model)
-    prompts = [template.format(name) for name in classnames for template in templates]
-    features = F.normalize(model.encode_text(tokenizer(prompts).to(device)), dim=-1)
-    features = features.view(len(classnames), len(templates), -1).mean(dim=1)
-    return F.normalize(features, dim=-1)
 
 
 @torch.no_grad()
 def image_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
     """Normalised (N, 3, H, W) images -> (N, D) unit-norm embeddings."""
-    device = _model_device(model)
+    device = model_device(model)
     chunks = [model.encode_image(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
     return F.normalize(torch.cat(chunks), dim=-1)
 
@@ -86,7 +67,7 @@ def evaluate_zero_shot(
     """
     was_training = model.training
     model.eval()
-    scenes = make_scenes(n, seed=seed, image_size=_model_image_size(model), n_objects=1)
+    scenes = make_scenes(n, seed=seed, image_size=vision_tower(model).native_image_size[0], n_objects=1)
     features = image_features(model, to_tensor([s.image for s in scenes], mean, std))
 
     joint_names = single_object_classnames()
@@ -96,7 +77,7 @@ def evaluate_zero_shot(
         "color": ([f"{c} {COLOR_ONLY_NOUN}" for c in COLORS], [COLORS.index(s.colors[0]) for s in scenes]),
     }
     results = {
-        task: _accuracy(features, class_text_features(model, tokenizer, names, templates), labels)
+        task: _accuracy(features, prompt_ensembles(model, tokenizer, names, templates), labels)
         for task, (names, labels) in tasks.items()
     }
     model.train(was_training)
