@@ -12,7 +12,8 @@ from .attr import (
     SurgeryCAM,
 )
 from .core import ClipBundle, ZeroShotClassifier, load_clip
-from .errors import CheckpointError, NonFiniteError, WeightsUnavailableError, WordNetNotFoundError
+from .errors import (CheckpointError, DegenerateMapWarning, NonFiniteError, WeightsUnavailableError,
+                     WordNetNotFoundError)
 from .methods import METHODS, build_method
 from .mutual import MutualConceptAttribution
 
@@ -39,6 +40,7 @@ __all__ = [
     "CheckpointError",
     "WordNetNotFoundError",
     "NonFiniteError",
+    "DegenerateMapWarning",
 ]
 
 

@@ -22,6 +22,31 @@ class NonFiniteError(ValueError):
     """A stage of a computation produced NaN or Inf (a NaN weight, or inputs far outside the normalised range)."""
 
 
+class DegenerateMapWarning(RuntimeWarning):
+    """A method returned a constant map for some image: it localises nothing there (e.g. saturated inputs, or no
+    positive evidence for the target)."""
+
+
+def warn_constant_maps(maps: Tensor, method: str) -> None:
+    """Warn, naming the images, when any of ``maps`` ``(N, C, H, W)`` is constant.
+
+    A constant map is a valid tensor, and a metric would score it as if it were an explanation; the warning says
+    where it happened (``warnings.simplefilter("error", DegenerateMapWarning)`` turns it into an error).
+    """
+    flat = maps.detach().flatten(2)
+    constant = (flat.amax(dim=-1) == flat.amin(dim=-1)).any(dim=-1)
+    if bool(constant.any()):
+        images = constant.nonzero().flatten().tolist()
+        import warnings
+
+        warnings.warn(
+            f"{method}: the map of image(s) {images[:10]}{' ...' if len(images) > 10 else ''} of {maps.shape[0]} is "
+            f"constant ({float(flat[images[0]].reshape(-1)[0]):g} everywhere), so it localises nothing. Check that "
+            "the inputs are normalised like bundle.preprocess does, and that the target is present in the image.",
+            DegenerateMapWarning, stacklevel=4,
+        )
+
+
 def require_finite(values: Tensor, stage: str) -> Tensor:
     """Return ``values``, or raise :class:`NonFiniteError` naming ``stage`` if any entry is NaN or Inf.
 

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from .fake_wordnet import write_fake_wordnet
 import torch
 
 from captum_clip import ZeroShotClassifier, load_clip
@@ -59,6 +61,16 @@ def perturb_(model: torch.nn.Module, seed: int) -> None:
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_var.abs_()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Every embedding bank the tests encode goes to a temporary cache, never the user's."""
+    folder = tmp_path_factory.mktemp("captum_clip_cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CAPTUM_CLIP_CACHE_DIR", str(folder))
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +131,82 @@ def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
         assert value.dtype == after["state"][key].dtype and torch.equal(
             value.nan_to_num(0.123), after["state"][key].nan_to_num(0.123)
         ) and torch.equal(value.isnan(), after["state"][key].isnan()), f"{key} changed"
+
+
+# ------------------------------------------------------------------------------------------------ WordNet
+
+NO_WORDNET = (
+    "no WordNet installed (apt-get install wordnet-base, or python -m nltk.downloader wordnet): "
+    "real-WordNet tests skipped"
+)
+
+
+@pytest.fixture(scope="session")
+def real_wordnet():
+    from captum_clip.wordnet import WordNetNotFoundError, load_wordnet
+
+    try:
+        return load_wordnet()
+    except WordNetNotFoundError:
+        pytest.skip(NO_WORDNET)
+
+
+@pytest.fixture
+def isolated_nltk_path(tmp_path, monkeypatch):
+    """An empty nltk data path and no WNSEARCHDIR, so only the fake databases a test creates are visible."""
+    import nltk
+
+    from captum_clip.wordnet import clear_wordnet_cache
+
+    empty = tmp_path / "empty_nltk_data"
+    empty.mkdir()
+    monkeypatch.setattr(nltk.data, "path", [str(empty)])
+    monkeypatch.delenv("WNSEARCHDIR", raising=False)
+    monkeypatch.delenv("NLTK_DATA", raising=False)
+    clear_wordnet_cache()
+    yield empty
+    clear_wordnet_cache()
+
+
+@pytest.fixture
+def fake_wordnet(tmp_path, isolated_nltk_path):
+    """A reader over the fake database laid out like Debian's package (no lexnames, no index.sense)."""
+    from captum_clip.wordnet import load_wordnet
+
+    folder = write_fake_wordnet(tmp_path / "system_wordnet", with_lexnames=False)
+    return load_wordnet(system_dirs=[folder])
+
+
+# ------------------------------------------------------------------------------ the attribution on tiny models
+
+#: A small bank in Menon & Vondrick's {class: [descriptors]} format, with repeats across classes.
+TINY_BANK = {
+    "cat": ["furry", "whiskers", "pointy ears", "a long tail", "slit pupils", "a pink nose"],
+    "dog": ["furry", "a wagging tail", "a snout", "floppy ears", "a collar", "a wet nose"],
+    "red star": ["red", "five points", "star-shaped", "a red object", "sharp corners", "bright color"],
+    "blue ring": ["blue", "round", "a hole in the middle", "a blue object", "ring-shaped", "bright color"],
+}
+
+
+@pytest.fixture(scope="session")
+def mutual_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mutual_cache")
+
+
+@pytest.fixture(scope="session")
+def mutual_methods(tiny_classifiers, mutual_cache):
+    """MutualConceptAttribution per tiny tower, with the small bank and a private cache."""
+    from captum_clip.mutual import MutualConceptAttribution
+
+    return {kind: MutualConceptAttribution(tiny_classifiers[kind], TINY_BANK, cache_dir=mutual_cache)
+            for kind in ("vit", "resnet")}
+
+
+@pytest.fixture(scope="session")
+def explained(mutual_methods, tiny_bundles):
+    """Per tower: three images and their explanations (fitted jointly), shared by the read-only tests."""
+    out = {}
+    for kind, method in mutual_methods.items():
+        images = images_for(tiny_bundles[kind], n=3, seed=1)
+        out[kind] = (images, method.explain(images))
+    return out

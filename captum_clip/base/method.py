@@ -11,6 +11,7 @@ from torch import Tensor
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import ClipBundle
 from ..core.towers import vision_tower
+from ..errors import warn_constant_maps
 from .inputs import check_images, gradient_ready, refuse_additional_forward_args, unpack_inputs
 from .maps import upsample_to_input
 from .targets import ResolvedTargets, TargetLike, parse_targets, target_list
@@ -73,7 +74,9 @@ class ClipAttribution(Attribution):
         """Grid maps ``(N, C, gh, gw)`` or input-size maps, as the caller's ``(N, C, H, W)`` float32."""
         if interpolate and tuple(maps.shape[-2:]) != tuple(images.shape[-2:]):
             maps = upsample_to_input(maps, tuple(images.shape[-2:]), self.tower.cell_size)
-        maps = maps.detach().float().to(input_device)
+        maps = maps.detach().float()
+        warn_constant_maps(maps, type(self).__name__)
+        maps = maps.to(input_device)
         return (maps,) if is_tuple else maps
 
     # -- targets ---------------------------------------------------------------------------------

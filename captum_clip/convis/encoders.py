@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .text_bank import TextEncoder
 from .windows import ImageEncoder
 
 __all__ = ["pil_preprocess_image_encoder", "tensor_resize_image_encoder"]

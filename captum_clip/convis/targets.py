@@ -10,7 +10,7 @@ The targets themselves are parsed by :mod:`captum_clip.base.targets`. A class be
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Union
 
 from nltk.corpus.reader.wordnet import Synset

@@ -1,5 +1,5 @@
-"""Fixtures for the ConVis tests: golden-data locations, the tiny reference model, and readers over the fake
-WordNet of :mod:`.fake_wordnet` (so loader and vocabulary logic need no installed WordNet).
+"""Fixtures for the ConVis tests: golden-data locations and the tiny reference model (the WordNet readers, real
+and fake, are in the root conftest).
 
 Real-data tests skip, saying why, when WordNet or ``../shared`` is absent.
 """
@@ -12,13 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .fake_wordnet import write_fake_wordnet
 
 SHARED_MISSING = "../shared not found: golden equivalence needs the shared folder beside the clone"
-NO_WORDNET = (
-    "no WordNet installed (apt-get install wordnet-base, or python -m nltk.downloader wordnet): "
-    "real-WordNet tests skipped"
-)
 
 
 def _repo_root() -> Path:
@@ -42,16 +37,6 @@ def model_dir() -> Path:
     if not (folder / "tiny-vit.safetensors").is_file():
         pytest.skip(SHARED_MISSING)
     return folder
-
-
-@pytest.fixture(scope="session")
-def real_wordnet():
-    from captum_clip.wordnet import WordNetNotFoundError, load_wordnet
-
-    try:
-        return load_wordnet()
-    except WordNetNotFoundError:
-        pytest.skip(NO_WORDNET)
 
 
 @pytest.fixture(scope="session")
@@ -115,29 +100,3 @@ def golden_text_subset(real_wordnet, golden_vocabulary_names, tiny_clip, tmp_pat
         cache_dir=cache_dir,
     )
     return vocabulary, bank, cache_dir
-
-
-@pytest.fixture
-def isolated_nltk_path(tmp_path, monkeypatch):
-    """An empty nltk data path and no WNSEARCHDIR, so only the fake databases a test creates are visible."""
-    import nltk
-
-    from captum_clip.wordnet import clear_wordnet_cache
-
-    empty = tmp_path / "empty_nltk_data"
-    empty.mkdir()
-    monkeypatch.setattr(nltk.data, "path", [str(empty)])
-    monkeypatch.delenv("WNSEARCHDIR", raising=False)
-    monkeypatch.delenv("NLTK_DATA", raising=False)
-    clear_wordnet_cache()
-    yield empty
-    clear_wordnet_cache()
-
-
-@pytest.fixture
-def fake_wordnet(tmp_path, isolated_nltk_path):
-    """A reader over the fake database laid out like Debian's package (no lexnames, no index.sense)."""
-    from captum_clip.wordnet import load_wordnet
-
-    folder = write_fake_wordnet(tmp_path / "system_wordnet", with_lexnames=False)
-    return load_wordnet(system_dirs=[folder])

@@ -14,7 +14,6 @@ from captum_clip.mutual.bank_embeddings import DESCRIPTOR_TEMPLATE, bank_embeddi
 from captum_clip.shipped.presets import scene_descriptor_bank
 from captum_clip.mutual.descriptor_bank import wordnet_descriptors_for
 
-from ..conftest import perturb_
 
 # ------------------------------------------------------------------------------------------- user banks
 

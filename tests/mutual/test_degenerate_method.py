@@ -10,7 +10,7 @@ import torch
 from captum_clip.mutual import MutualConceptAttribution
 
 from ..conftest import images_for
-from .conftest import TINY_BANK
+from ..conftest import TINY_BANK
 
 
 def test_image_without_foreground_has_no_concepts(mutual_methods, tiny_bundles):

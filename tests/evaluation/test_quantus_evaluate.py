@@ -14,7 +14,7 @@ from captum_clip.shipped import single_object_classnames
 from captum_clip.evaluation import make_explain_func
 from captum_clip.evaluation.benchmark import shapes_scenes
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "quantus.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "quantus.md"
 N_SCENES = 3
 NO_WORDNET = ("ConVis needs WordNet and none was found (apt-get install wordnet-base, or "
               "python -m nltk.downloader wordnet): convis left out of quantus.evaluate")

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from captum_clip import CheckpointError, load_clip
 from captum_clip.core.loading import BUILTIN_MODELS
 
-from .conftest import TINY_CONFIGS
+from ..conftest import TINY_CONFIGS
 
 
 @pytest.fixture()

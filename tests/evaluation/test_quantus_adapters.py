@@ -28,7 +28,7 @@ from captum_clip.evaluation.quantus_fixes import (
 )
 from captum_clip.evaluation.quantus_fixes import _calculate_auc_trapezoid, _ScopedPyTorchModel
 
-from .conftest import CLASSNAMES, TEMPLATES, torch_threads
+from ..conftest import CLASSNAMES, TEMPLATES, torch_threads
 
 SIZE = 64
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)

@@ -13,41 +13,12 @@ from torch import nn
 from captum_clip import CLIPGradCAM, SurgeryCAM, ZeroShotClassifier, load_clip
 from captum_clip.core.towers import resize_positional_table, vision_tower
 
-from .conftest import CLASSNAMES, TEMPLATES, TINY_CONFIGS, images_for
+from ..conftest import CLASSNAMES, TEMPLATES, TINY_CONFIGS, images_for
 
 
 @pytest.fixture(scope="module")
 def vit(tiny_classifiers, tiny_bundles):
     return tiny_classifiers["vit"], images_for(tiny_bundles["vit"], n=2)
-
-
-@pytest.mark.parametrize("method_class", [SurgeryCAM, CLIPGradCAM])
-@pytest.mark.parametrize("bad,message", [
-    (lambda x: x[0], "single image use image.unsqueeze"),
-    (lambda x: x[:, :1], "3 \\(RGB\\) channels"),
-    (lambda x: x.permute(0, 2, 3, 1), "3 \\(RGB\\) channels"),
-    (lambda x: (x * 50).to(torch.uint8), "floating-point"),
-    (lambda x: x.masked_fill(torch.rand_like(x) > 0.99, float("nan")), "NaN"),
-    (lambda x: x[:0], "empty batch"),
-    (lambda x: x[..., :8, :8], "smaller than one token cell"),
-    (lambda x: x.numpy(), "torch.Tensor"),
-    (lambda x: (x, x), "tuple of 2"),
-])
-def test_bad_images(vit, method_class, bad, message):
-    classifier, images = vit
-    with pytest.raises(ValueError, match=message):
-        method_class(classifier).attribute(bad(images), target=0)
-
-
-@pytest.mark.parametrize("target,message", [
-    (4, "out of range .* 4 classes"), (-1, "out of range"), ([0, 1, 2], "3 entries but inputs has 2"),
-    (torch.tensor([0.5, 1.0]), "integer class indices"), (torch.zeros(2, 2, dtype=torch.long), "0-d or 1-d"),
-    ([], "non-empty list"), ("", "non-empty strings"), ([0, 3.5], "class indices \\(int\\) or texts \\(str\\); got 3.5"), (True, "got True"),
-])
-def test_bad_targets(vit, target, message):
-    classifier, images = vit
-    with pytest.raises(ValueError, match=message):
-        SurgeryCAM(classifier).attribute(images, target=target)
 
 
 def test_bad_classifier_arguments(tiny_bundles):

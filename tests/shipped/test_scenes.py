@@ -38,7 +38,7 @@ from captum_clip.shipped.training import (
     training_scene_seed,
 )
 
-ASSETS = Path(__file__).resolve().parents[1] / "captum_clip" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "captum_clip" / "assets"
 SHAPES_CONFIG = ASSETS / "shapes.json"
 SHAPES_WEIGHTS = ASSETS / "shapes.safetensors"
 

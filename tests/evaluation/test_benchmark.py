@@ -16,7 +16,7 @@ from captum_clip.evaluation.benchmark import (ALL_METRICS, CONCEPT, HIGHER_IS_BE
                                            parse_method_spec, pointing_tolerance, shapes_scenes, tolerant_masks)
 from captum_clip.evaluation.concept_metrics import evaluate_concepts
 
-from .conftest import TINY_CONFIGS, torch_threads
+from ..conftest import TINY_CONFIGS, torch_threads
 
 
 @pytest.fixture()

@@ -10,8 +10,7 @@ from PIL import Image
 
 from captum_clip.cli import main
 
-from ..conftest import TINY_CONFIGS
-from .conftest import TINY_BANK
+from ..conftest import TINY_BANK, TINY_CONFIGS
 
 
 @pytest.fixture()

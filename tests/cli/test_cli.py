@@ -9,7 +9,7 @@ from PIL import Image
 from captum_clip.cli import main
 from captum_clip.core.loading import BUILTIN_MODELS
 
-from .conftest import TINY_CONFIGS
+from ..conftest import TINY_CONFIGS
 
 
 @pytest.fixture()
