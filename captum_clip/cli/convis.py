@@ -144,7 +144,7 @@ def run_wsol(args: argparse.Namespace) -> dict:
                        pointing_any_object=result.pointing_any_object,
                        per_concept={k: {"queries": n, "rate": r} for k, (n, r) in result.per_concept.items()})
     if args.figure:
-        from ..convis.figures import save_localisation_figure
+        from ..evaluation.convis_figures import save_localisation_figure
 
         count = min(args.figure_queries, result.n_queries)
         path = save_localisation_figure(

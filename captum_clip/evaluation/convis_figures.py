@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..evaluation.convis_wsol import largest_component_box
+from .convis_wsol import largest_component_box
 
 __all__ = ["save_localisation_figure"]
 
