@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from ..core.vit_init import init_patch_embedding, init_positional_embedding
+from ..core.scratch import create_model, create_tokenizer, init_patch_embedding, init_positional_embedding
 from .zero_shot import HELD_OUT_SEED_START, VALIDATION_SEED_START, evaluate_zero_shot
 from .scenes import COLORS, MAX_OBJECTS, SHAPES, Scene, generate_scene, join_phrases, to_tensor
 
@@ -301,14 +300,6 @@ def model_config(pool_type: str = MODEL_CONFIG["vision_cfg"]["pool_type"],
     return config
 
 
-def create_model(config: dict = MODEL_CONFIG) -> open_clip.CLIP:
-    return open_clip.CLIP(**config)
-
-
-def create_tokenizer(config: dict = MODEL_CONFIG) -> open_clip.SimpleTokenizer:
-    return open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"])
-
-
 def _decays(name: str, parameter: torch.nn.Parameter) -> bool:
     # open_clip's rule: no weight decay on gains, biases, norms and the temperature.
     return parameter.ndim >= 2 and not any(key in name for key in ("ln", "bn", "bias", "logit_scale"))
@@ -346,7 +337,7 @@ def save_model(model: torch.nn.Module, config: dict, out_dir: Path) -> tuple[Pat
     return config_path, weights_path
 
 
-def load_model(config_path: Path, weights_path: Path) -> open_clip.CLIP:
+def load_model(config_path: Path, weights_path: Path) -> torch.nn.Module:
     """Build a float32 model from a config and (float16) safetensors weights, strictly."""
     model = create_model(json.loads(Path(config_path).read_text()))
     model.load_state_dict(load_file(str(weights_path)), strict=True)
@@ -370,7 +361,7 @@ def train(args: argparse.Namespace) -> dict:
         model, to_tensor([generate_scene(training_scene_seed(args.seed, i), image_size).image for i in range(256)])
     )
     model = model.to(device).train()
-    tokenizer = create_tokenizer()
+    tokenizer = create_tokenizer(MODEL_CONFIG)
     optimizer = create_optimizer(model, args.lr, args.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.warmup, args.steps))
     batches = SceneBatches(

@@ -1,6 +1,7 @@
-"""Initialisations of a from-scratch open_clip ViT's patch and position embeddings (used to train the shipped model).
+"""A from-scratch open_clip CLIP: built from a config, with its patch and position embeddings initialised.
 
-They write into the model, unlike the rest of the core, and only a training script calls them.
+Used to train the shipped model. Unlike the rest of the core, these functions write into the model they are
+given; only a training script calls them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,16 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.pos_embed import get_2d_sincos_pos_embed
+
+
+def create_model(config: dict) -> open_clip.CLIP:
+    """A randomly initialised ``open_clip.CLIP`` from a config (``embed_dim``, ``vision_cfg``, ``text_cfg``)."""
+    return open_clip.CLIP(**config)
+
+
+def create_tokenizer(config: dict) -> open_clip.SimpleTokenizer:
+    """open_clip's BPE tokenizer with the config's context length."""
+    return open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"])
 
 
 def init_positional_embedding(model: open_clip.CLIP) -> None:
