@@ -18,6 +18,10 @@ class WordNetNotFoundError(LookupError):
     """No usable WordNet copy was found; the message says how to install one."""
 
 
+class DatasetLayoutError(FileNotFoundError):
+    """A local dataset copy is missing a file or folder; the message names the expected layout."""
+
+
 class NonFiniteError(ValueError):
     """A stage of a computation produced NaN or Inf (a NaN weight, or inputs far outside the normalised range)."""
 

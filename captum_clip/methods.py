@@ -38,6 +38,17 @@ DISPLAY_NAMES = {"surgery": "CLIP Surgery", "clip": "raw CLIP", "gradcam": "Grad
                  "mutual": "Mutual Knowledge", "convis": "ConVis"}
 
 
+def method_class(name: str) -> type:
+    """The class registered as ``name`` (ConVis imported on first use)."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; choose from {sorted(METHODS)}.")
+    if name == "convis":
+        from .convis.attribution import ConVisAttribution
+
+        return ConVisAttribution
+    return METHODS[name]
+
+
 def build_method(name: str, classifier: ZeroShotClassifier, **options) -> Attribution:
     """Construct the method registered as ``name`` for ``classifier``."""
     if name not in METHODS:

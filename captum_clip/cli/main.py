@@ -174,7 +174,8 @@ def benchmark(args: argparse.Namespace) -> Path:
     classifier = ZeroShotClassifier(bundle, single_object_classnames())
     data = shapes_scenes(classifier, args.n, seed=args.seed)
     rows = run_benchmark(classifier, data, methods, metrics, device=str(bundle.device), batch_size=args.batch_size,
-                         mprt_samples=args.mprt_samples, ig_steps=args.ig_steps)
+                         mprt_samples=args.mprt_samples, ig_steps=args.ig_steps,
+                         random_weights=not args.no_random_weights)
     mprt = f"MPRT on {min(args.mprt_samples, args.n)} scenes; " if "MPRT" in metrics else ""
     title = (f"{args.n} held-out scenes (seeds {args.seed}..{args.seed + args.n - 1}), model {bundle.name}, "
              f"query = first object; {mprt}mean ± standard error")
@@ -233,11 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--mprt-samples", type=positive_int, default=16, help="scenes for the (costly) MPRT check")
     bench.add_argument("--ig-steps", type=positive_int, default=50)
     bench.add_argument("--out-dir", default="benchmark_results")
+    bench.add_argument("--no-random-weights", action="store_true",
+                       help="leave out the rows of every method on the model with random vision weights")
     bench.set_defaults(run=benchmark)
 
     from .convis import add_convis_commands
+    from .evaluate import add_evaluate_command
 
     add_convis_commands(commands)
+    add_evaluate_command(commands)
     return parser
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import CheckpointError, WeightsUnavailableError
 from .device import model_device, model_dtype
+from .geometry import PreprocessGeometry, preprocess_geometry
 from .towers import vision_tower
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -96,6 +97,11 @@ class ClipBundle:
     def input_size(self) -> Tuple[int, int]:
         """The vision tower's native input ``(height, width)``."""
         return vision_tower(self.model).native_image_size
+
+    @property
+    def geometry(self) -> "PreprocessGeometry":
+        """The resize and centre crop ``preprocess`` applies (replayed on masks and boxes by evaluation)."""
+        return preprocess_geometry(self.preprocess)
 
     @property
     def interpolation(self) -> str:

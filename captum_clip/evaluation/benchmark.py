@@ -23,6 +23,7 @@ from skimage.morphology import dilation, disk
 from tqdm.auto import tqdm
 
 from ..core.classifier import ZeroShotClassifier
+from ..core.randomise import randomised_vision_copy
 from ..shipped import make_scenes, to_tensor
 from ..shipped.zero_shot import HELD_OUT_SEED_START
 from ..methods import DISPLAY_NAMES, build_method
@@ -45,6 +46,8 @@ CONCEPT_METHODS = ("mutual",)
 TOLERANT = {"PointingGameTolerant": "PointingGame"}
 ALL_METRICS = LOCALISATION + tuple(TOLERANT) + FAITHFULNESS + RANDOMISATION + CONCEPT
 DEFAULT_METHODS = ("surgery", "clip", "gradcam", "ig", "random")
+#: Suffix of the rows scored on the model with random vision weights.
+RANDOM_WEIGHTS = " (random weights)"
 
 #: Which direction is better, for the report. PixelFlipping and ROAD are AUCs of the target logit (ROAD: of
 #: top-1 correctness) as the most relevant pixels are removed: lower is better. RegionPerturbation's curve is
@@ -168,11 +171,15 @@ def _summary(scores: np.ndarray) -> Dict:
 
 def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Sequence[str] = DEFAULT_METHODS,
                   metrics: Sequence[str] = ALL_METRICS, device: str = "cpu", batch_size: int = 50,
-                  mprt_samples: int = 16, ig_steps: int = 50, seed: int = 0, progress: bool = True) -> List[Dict]:
-    """Score every method with every metric.
+                  mprt_samples: int = 16, ig_steps: int = 50, seed: int = 0, progress: bool = True,
+                  random_weights: bool = True, random_weights_seed: int = 0) -> List[Dict]:
+    """Score every method with every metric, and every method again on the model with random vision weights.
 
     Concept metrics (:data:`CONCEPT`) are scored for the methods of :data:`CONCEPT_METHODS` only; the other
-    methods get no row for them.
+    methods get no row for them. With ``random_weights``, each method (but the ``"random"`` baseline) also gets
+    the row ``"<method> (random weights)"``: explained and scored with the same classes on a copy of the model
+    whose vision tower has seeded random weights (:func:`~captum_clip.core.randomise.randomised_vision_copy`),
+    which says how much of a score the trained weights earn.
 
     Returns:
         One row per (method, metric): ``method``, ``metric``, ``mean``, ``std``, ``sem``,
@@ -186,44 +193,51 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
     # Ground truth per metric, shared by every method: the tolerant Pointing Game reads dilated masks.
     masks = {m: tolerant_masks(data.s, pointing_tolerance(image_hw)) if m in TOLERANT else data.s
              for m in quantus_metrics}
+    runs = [(method, method, classifier) for method in methods]
+    if random_weights:
+        random_bundle = randomised_vision_copy(classifier.bundle, random_weights_seed)
+        random_classifier = ZeroShotClassifier(random_bundle, classifier.classnames, classifier.templates,
+                                               classifier.logit_scale)
+        runs += [(f"{method}{RANDOM_WEIGHTS}", method, random_classifier) for method in methods
+                 if parse_method_spec(method)[0] != "random"]
     has_concepts = {method: parse_method_spec(method)[0] in CONCEPT_METHODS for method in methods}
     rows = []
-    cells = tqdm(total=sum(1 for method in methods for metric in metrics
+    cells = tqdm(total=sum(1 for _, method, _ in runs for metric in metrics
                            if metric not in CONCEPT or has_concepts[method]),
                  desc="benchmark", disable=not progress)
-    for method in methods:
+    for key, method, model in runs:
         explainer = _explainer(method, seed, ig_steps)
         start = time.perf_counter()
-        attributions = _explain_all(explainer, classifier, data, device, batch_size) if quantus_metrics else None
+        attributions = _explain_all(explainer, model, data, device, batch_size) if quantus_metrics else None
         explain_seconds = time.perf_counter() - start
         concepts = None
         for metric_name in metrics:
             if metric_name in CONCEPT:
                 if not has_concepts[method]:
                     continue
-                cells.set_postfix_str(f"{method} / {metric_name}")
+                cells.set_postfix_str(f"{key} / {metric_name}")
                 start = time.perf_counter()
                 if concepts is None:
-                    concepts = concept_scores(classifier, data, device, batch_size)
-                rows.append({"method": method, "metric": metric_name, **_summary(concepts[metric_name]),
+                    concepts = concept_scores(model, data, device, batch_size)
+                rows.append({"method": key, "metric": metric_name, **_summary(concepts[metric_name]),
                              "higher_is_better": HIGHER_IS_BETTER[metric_name],
                              "seconds": time.perf_counter() - start})
                 cells.update()
                 continue
-            cells.set_postfix_str(f"{method} / {metric_name}")
+            cells.set_postfix_str(f"{key} / {metric_name}")
             start = time.perf_counter()
             quantus_name = TOLERANT.get(metric_name, metric_name)
             metric = make_metric(quantus_name, **metric_settings(quantus_name, image_hw))
             if metric_name in RANDOMISATION:
                 subset = slice(0, mprt_samples)
-                scores = evaluate_metric(metric, classifier, data.x[subset], data.y[subset], s_batch=data.s[subset],
+                scores = evaluate_metric(metric, model, data.x[subset], data.y[subset], s_batch=data.s[subset],
                                          explain_func=explainer, device=device, batch_size=batch_size)
             else:
-                scores = evaluate_metric(metric, classifier, data.x, data.y, s_batch=masks[metric_name],
+                scores = evaluate_metric(metric, model, data.x, data.y, s_batch=masks[metric_name],
                                          a_batch=attributions, explain_func=explainer, device=device,
                                          batch_size=batch_size)
             rows.append({
-                "method": method, "metric": metric_name, **_summary(scores),
+                "method": key, "metric": metric_name, **_summary(scores),
                 "higher_is_better": HIGHER_IS_BETTER[metric_name],
                 "seconds": time.perf_counter() - start + (explain_seconds if metric_name == quantus_metrics[0]
                                                           else 0.0),
@@ -233,10 +247,12 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
     return rows
 
 
-def _label(spec: str) -> str:
-    method, options = parse_method_spec(spec)
+def method_label(key: str) -> str:
+    """The display name of a method key, its options and a random-weights suffix."""
+    suffix = RANDOM_WEIGHTS if key.endswith(RANDOM_WEIGHTS) else ""
+    method, options = parse_method_spec(key[: len(key) - len(suffix)])
     label = DISPLAY_NAMES.get(method, method)
-    return label + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")
+    return label + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "") + suffix
 
 
 def markdown_table(rows: List[Dict]) -> str:
@@ -249,7 +265,7 @@ def markdown_table(rows: List[Dict]) -> str:
     for method in methods:
         values = [f"{cell[method, m]['mean']:.3f} ± {cell[method, m]['sem']:.3f}" if (method, m) in cell else "—"
                   for m in metrics]
-        lines.append(f"| {_label(method)} | " + " | ".join(values) + " |")
+        lines.append(f"| {method_label(method)} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -269,7 +285,7 @@ def bar_chart(rows: List[Dict]) -> Figure:
         axis.bar(range(len(methods)), means, yerr=errors, color=colours, capsize=3)
         axis.set_title(f"{metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'}", fontsize=10)
         axis.set_xticks(range(len(methods)))
-        axis.set_xticklabels([_label(m) for m in methods], rotation=35, ha="right", fontsize=8)
+        axis.set_xticklabels([method_label(m) for m in methods], rotation=35, ha="right", fontsize=8)
     for axis in axes[len(metrics):]:
         axis.set_visible(False)
     figure.tight_layout()

@@ -34,11 +34,12 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys, one_thread):
           "--batch-size", "4", "--out-dir", str(out)])
     printed = capsys.readouterr().out
     assert "| CLIP Surgery |" in printed and "| random |" in printed
+    assert "| CLIP Surgery (random weights) |" in printed and "| random (random weights) |" not in printed
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 2 * 7
+    assert len(rows) == 3 * 7  # surgery, its random-weights row, and the random baseline (no such row)
     assert {r["metric"] for r in rows} == {"PointingGame", "PointingGameTolerant", "RelevanceMassAccuracy",
                                            "PixelFlipping", "IROF", "ROAD", "MPRT"}
-    for method in ("surgery", "random"):
+    for method in ("surgery", "surgery (random weights)", "random"):
         score = {r["metric"]: float(r["mean"]) for r in rows if r["method"] == method}
         assert score["PointingGameTolerant"] >= score["PointingGame"]
     assert all(np.isfinite(float(r["mean"])) for r in rows)
@@ -54,8 +55,8 @@ def test_concept_metrics_come_with_mutual_only(tmp_path, capsys, one_thread):
     main(["benchmark", "--model", "shapes", "--n", "3", "--methods", "mutual,surgery", "--metrics",
           "PointingGame," + ",".join(CONCEPT), "--batch-size", "3", "--out-dir", str(out)])
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert {(r["method"], r["metric"]) for r in rows} == {("mutual", "PointingGame"), ("surgery", "PointingGame"),
-                                                          *(("mutual", name) for name in CONCEPT)}
+    expected = {("mutual", "PointingGame"), ("surgery", "PointingGame"), *(("mutual", name) for name in CONCEPT)}
+    assert {(r["method"], r["metric"]) for r in rows} == expected | {(f"{m} (random weights)", n) for m, n in expected}
     assert all(r["n"] == "3" for r in rows)
     table = (out / "results.md").read_text()
     surgery_line = next(line for line in table.splitlines() if line.startswith("| CLIP Surgery |"))

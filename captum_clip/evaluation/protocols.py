@@ -1,0 +1,393 @@
+"""The papers' evaluation protocols, each turning one batch into per-image rows and rows into metrics.
+
+A protocol's :meth:`Protocol.score` explains one batch with one method and returns one row per (image, query):
+the CSV values and the sufficient statistics (``stats``) its metrics are computed from. :meth:`Protocol.summarise`
+reduces rows to metrics under ``(1 + R, n_rows)`` weights: row 0 all ones (the estimate), the others bootstrap
+resamplings of the images (the standard errors). Scoring itself is in :mod:`.protocol_scores` and
+:mod:`.convis_wsol`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..core.classifier import ZeroShotClassifier
+from . import protocol_scores as scores
+from .convis_wsol import max_box_accuracy_stats, summarise_box_accuracy
+from .datasets import IGNORE, EvalDataset
+
+Rows = List[Dict[str, Any]]
+
+
+@dataclass
+class Method:
+    """A method of the run, with the ``attribute`` options its spec gave (e.g. ``ig:n_steps=16``)."""
+
+    attribution: Any
+    attribute_kwargs: Dict[str, Any]
+
+    @property
+    def classifier(self) -> ZeroShotClassifier:
+        return self.attribution.classifier
+
+    def maps(self, images: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
+        """``(Q, H, W)`` maps, one per (image, target) pair, from one batched ``attribute`` call."""
+        with torch.no_grad() if not _needs_gradients(self.attribution) else _enabled():
+            maps = self.attribution.attribute(images, target=list(targets), **self.attribute_kwargs)
+        return maps[:, 0].float()
+
+
+def _needs_gradients(attribution) -> bool:
+    from captum.attr import GradientAttribution
+
+    return isinstance(attribution, GradientAttribution)
+
+
+def _enabled():
+    return torch.enable_grad()
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ values) / total
+
+
+class Protocol:
+    """Base of the protocols; a subclass sets the class attributes and implements score and summarise."""
+
+    name = ""
+    #: What the dataset must provide: ``"masks"``, ``"boxes"``, ``"labels"``.
+    needs: Sequence[str] = ()
+    main_metric = ""
+    higher_is_better = True
+    #: Per-image CSV columns (besides stem, query, method).
+    columns: Sequence[str] = ()
+    #: Options and their defaults; anything else is refused.
+    defaults: Dict[str, Any] = {}
+
+    def __init__(self, **options) -> None:
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name} takes the options {sorted(self.defaults) or 'none'}; got {unknown}.")
+        self.options = {**self.defaults, **options}
+
+    def check(self, dataset: EvalDataset) -> None:
+        for need in self.needs:
+            if not getattr(dataset, f"has_{need}"):
+                raise ValueError(f"the {self.name} protocol needs {need}, and the {dataset.kind} dataset at "
+                                 f"{dataset.root} has none.")
+
+    def label_set(self, dataset: EvalDataset) -> List[str]:
+        return list(dataset.classnames)
+
+    def score(self, method: Method, batch: Dict[str, Any]) -> Rows:
+        raise NotImplementedError
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def _class_queries(batch: Dict[str, Any], skip_difficult: bool = True):
+    """``(items, classes)``: one query per (image, class present), without classes seen only as difficult."""
+    items, classes = [], []
+    for item, present in enumerate(batch["classes"]):
+        labels, difficult = batch["box_labels"][item], batch["difficult"][item]
+        for c in present:
+            if skip_difficult and len(labels) and bool((labels == c).any()) and bool(difficult[labels == c].all()):
+                continue
+            items.append(item)
+            classes.append(c)
+    return items, classes
+
+
+class PointingGame(Protocol):
+    """The Pointing Game (Zhang et al. 2016) as TorchRay implements it: one query per (image, class present);
+    a hit when the map's maximum lies within ``tolerance`` pixels of that class's mask (15 px at 224 px, scaled
+    to the input). Classes seen only as VOC ``difficult`` objects are not queried; a query whose maximum falls on
+    an ignore pixel (255) is skipped. Reports the mean over classes of the per-class hit rate, and the overall
+    hit rate."""
+
+    name = "pointing"
+    needs = ("masks",)
+    main_metric = "pointing"
+    columns = ("class", "hit", "skipped")
+    defaults = {"tolerance": None}
+
+    def score(self, method: Method, batch) -> Rows:
+        items, classes = _class_queries(batch)
+        if not items:
+            return []
+        images = batch["image"][items]
+        maps = method.maps(images, [c - 1 for c in classes])
+        masks = torch.stack([batch["mask"][i] for i in items]).to(maps.device)
+        size = min(maps.shape[-2:])
+        tolerance = self.options["tolerance"]
+        tolerance = scores.scaled_tolerance(size) if tolerance is None else float(tolerance)
+        truth = masks == torch.as_tensor(classes, device=masks.device).view(-1, 1, 1)
+        hits = scores.pointing_hits(maps, truth, tolerance)
+        peak = maps.flatten(1).argmax(dim=1)
+        skipped = (masks.flatten(1).gather(1, peak[:, None])[:, 0] == IGNORE) & ~hits
+        return [{"stem": batch["stem"][i], "query": method.classifier.classnames[c - 1], "class": c,
+                 "hit": int(h), "skipped": int(s)}
+                for i, c, h, s in zip(items, classes, hits.tolist(), skipped.tolist())]
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        kept = np.array([not r["skipped"] for r in rows])
+        hits = np.array([r["hit"] for r in rows], dtype=np.float64)[kept]
+        classes = np.array([r["class"] for r in rows])[kept]
+        w = weights[:, kept]
+        one_hot = (classes[:, None] == np.unique(classes)[None, :]).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class = (w @ (one_hot * hits[:, None])) / (w @ one_hot)
+        return {"pointing": np.nanmean(per_class, axis=1), "pointing_overall": _weighted_mean(hits, w)}
+
+
+class CAMSegmentation(Protocol):
+    """CAM segmentation (CLIP Surgery and the WSSS literature): maps for the classes present, each min-max
+    normalised; a pixel takes the argmax class where the maximum reaches ``threshold``, else background; one
+    confusion matrix over the dataset; mIoU over background and the classes. ``threshold="sweep"`` reports the
+    best of 0.05, 0.10, ..., 0.95 and which it was."""
+
+    name = "cam-miou"
+    needs = ("masks",)
+    main_metric = "miou"
+    columns = ("classes",)
+    defaults = {"threshold": 0.5}
+    SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+    def _thresholds(self) -> np.ndarray:
+        threshold = self.options["threshold"]
+        if threshold == "sweep":
+            return np.asarray(self.SWEEP)
+        threshold = float(threshold)
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"cam-miou's threshold must lie in [0, 1] or be 'sweep'; got {threshold}.")
+        return np.asarray([threshold])
+
+    def score(self, method: Method, batch) -> Rows:
+        items, classes = _class_queries(batch, skip_difficult=False)
+        if not items:
+            return []
+        maps = method.maps(batch["image"][items], [c - 1 for c in classes])
+        rows = []
+        n_classes = len(method.classifier.classnames)
+        thresholds = torch.as_tensor(self._thresholds(), dtype=torch.float32)
+        for item in sorted(set(items)):
+            mine = [q for q, i in enumerate(items) if i == item]
+            confusion = scores.cam_confusion(maps[mine], torch.as_tensor([classes[q] for q in mine]),
+                                             batch["mask"][item].to(maps.device), n_classes, thresholds)
+            rows.append({"stem": batch["stem"][item], "query": "classes present",
+                         "classes": " ".join(str(classes[q]) for q in mine),
+                         "stats": _sparse(confusion.cpu().numpy())})
+        return rows
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        thresholds = self._thresholds()
+        size = int(rows[0]["stats"]["shape"][-1])
+        estimate = _dense_sum([r["stats"] for r in rows], weights[:1], len(thresholds), size)[0]
+        mious = np.array([scores.miou_from_confusion(torch.as_tensor(c))[0] for c in estimate])
+        best = int(np.nanargmax(mious))
+        at_best = _dense_sum([r["stats"] for r in rows], weights, len(thresholds), size, only=best)
+        values = np.array([scores.miou_from_confusion(torch.as_tensor(c[0]))[0] for c in at_best])
+        return {"miou": values, "threshold": np.asarray([thresholds[best]])}
+
+
+def _sparse(confusion: np.ndarray) -> Dict[str, Any]:
+    index = np.flatnonzero(confusion)
+    return {"shape": list(confusion.shape), "index": index.tolist(), "count": confusion.reshape(-1)[index].tolist()}
+
+
+def _dense_sum(stats: List[Dict[str, Any]], weights: np.ndarray, n_thresholds: int, size: int,
+               only: Optional[int] = None) -> np.ndarray:
+    """``(R, T', K+1, K+1)`` weighted sums of the rows' sparse confusions (T' = 1 with ``only``)."""
+    per_threshold = size * size
+    index = np.concatenate([np.asarray(s["index"], dtype=np.int64) for s in stats])
+    count = np.concatenate([np.asarray(s["count"], dtype=np.float64) for s in stats])
+    row = np.repeat(np.arange(len(stats)), [len(s["index"]) for s in stats])
+    if only is not None:
+        keep = index // per_threshold == only
+        index, count, row = index[keep] - only * per_threshold, count[keep], row[keep]
+        n_thresholds = 1
+    cells = n_thresholds * per_threshold
+    out = np.stack([np.bincount(index, weights=count * w[row], minlength=cells) for w in weights])
+    return out.reshape(len(weights), n_thresholds, size, size)
+
+
+class BinarySegmentation(Protocol):
+    """ImageNet-Segmentation (Chefer et al. 2021, TextSpan): the map of the predicted class (or the ground
+    truth with ``target="gt"``), negatives clipped, min-max normalised and thresholded at its mean, against the
+    foreground mask. Reports pixel accuracy, mIoU (background and foreground) and the mAP of the soft map."""
+
+    name = "segmentation"
+    needs = ("masks",)
+    main_metric = "miou"
+    columns = ("pixel_accuracy", "iou_foreground", "ap")
+    defaults = {"target": "predicted", "label_set": None}
+
+    def label_set(self, dataset: EvalDataset) -> List[str]:
+        choice = self.options["label_set"]
+        if choice == "imagenet" or (choice is None and dataset.kind == "imagenet-seg"):
+            # ImageNet-Segmentation has no labels: its maps explain the predicted ImageNet class.
+            from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+            return list(_IMAGENET_CATEGORIES)
+        return list(dataset.classnames)
+
+    def check(self, dataset: EvalDataset) -> None:
+        super().check(dataset)
+        if self.options["target"] not in ("predicted", "gt"):
+            raise ValueError(f"segmentation's target is 'predicted' or 'gt'; got {self.options['target']!r}.")
+        if self.options["target"] == "gt" and not dataset.has_labels:
+            raise ValueError(f"target=gt needs image labels, and the {dataset.kind} dataset has none; use the "
+                             "predicted class.")
+
+    def score(self, method: Method, batch) -> Rows:
+        images = batch["image"]
+        if self.options["target"] == "gt":
+            targets = [label - 1 for label in batch["label"]]
+        else:
+            with torch.no_grad():
+                targets = method.classifier(images).argmax(dim=-1).tolist()
+        maps = method.maps(images, targets)
+        truth = torch.stack([(m != 0) & (m != IGNORE) for m in batch["mask"]]).to(maps.device)
+        stats = scores.binary_segmentation_stats(maps, truth)
+        rows = []
+        for i, stem in enumerate(batch["stem"]):
+            mine = {k: v[i].tolist() for k, v in stats.items()}
+            union = np.asarray(mine["union"], dtype=np.float64)
+            inter = np.asarray(mine["intersection"], dtype=np.float64)
+            rows.append({"stem": stem, "query": method.classifier.classnames[targets[i]],
+                         "pixel_accuracy": mine["correct"] / max(mine["labeled"], 1),
+                         "iou_foreground": inter[1] / union[1] if union[1] else math.nan,
+                         "ap": mine["ap"], "stats": mine})
+        return rows
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        correct = np.array([r["stats"]["correct"] for r in rows], dtype=np.float64)
+        labeled = np.array([r["stats"]["labeled"] for r in rows], dtype=np.float64)
+        inter = np.array([r["stats"]["intersection"] for r in rows], dtype=np.float64)
+        union = np.array([r["stats"]["union"] for r in rows], dtype=np.float64)
+        ap = np.array([r["stats"]["ap"] for r in rows], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            miou = ((weights @ inter) / (weights @ union)).mean(axis=1)
+        finite = np.isfinite(ap)
+        return {"pixel_accuracy": (weights @ correct) / (weights @ labeled), "miou": miou,
+                "map": _weighted_mean(ap[finite], weights[:, finite])}
+
+
+class BoxLocalisation(Protocol):
+    """WSOL as ConVis reports it: MaxBoxAcc (the largest connected component at thresholds 0, 0.01, ..., 0.99
+    gives a box, a hit is IoU > 0.5) and MaxBoxAccV2 (Choe et al. 2020: thresholds in steps of 0.001, boxes of
+    all components, IoU in {0.3, 0.5, 0.7}). One query per (image, class with boxes): the image's label on CUB."""
+
+    name = "wsol"
+    needs = ("boxes",)
+    main_metric = "maxboxacc"
+    columns = ("class",)
+    defaults = {}
+
+    def score(self, method: Method, batch) -> Rows:
+        items, classes = [], []
+        for item, labels in enumerate(batch["box_labels"]):
+            for c in sorted({int(c) for c in labels.tolist()}):
+                items.append(item)
+                classes.append(c)
+        if not items:
+            return []
+        maps = method.maps(batch["image"][items], [c - 1 for c in classes])
+        rows = []
+        for q, (item, c) in enumerate(zip(items, classes)):
+            boxes = batch["boxes"][item][batch["box_labels"][item] == c].numpy()
+            stats = max_box_accuracy_stats(maps[q].cpu().numpy(), boxes)
+            rows.append({"stem": batch["stem"][item], "query": method.classifier.classnames[c - 1], "class": c,
+                         "stats": {k: np.asarray(v).astype(np.uint8).tolist() for k, v in stats.items()}})
+        return rows
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        stats = {key: np.stack([np.asarray(r["stats"][key], dtype=np.float64) for r in rows])
+                 for key in rows[0]["stats"]}
+        return summarise_box_accuracy(stats, weights)
+
+
+class Perturbation(Protocol):
+    """Deletion or insertion as Grad-ECLIP's code does it: 100 steps, each replacing area/200 pixels (in order
+    of relevance) with uniform random RGB (deletion), or putting them back into a random image (insertion); the
+    zero-shot top-1 correctness of the target every 10 steps; the AUC of that curve. The target is the ground
+    truth where the dataset has labels (``target="gt"``, the default there), else the predicted class."""
+
+    main_metric = "auc"
+    columns = ("auc",)
+    defaults = {"target": None, "seed": 0}
+
+    def score(self, method: Method, batch) -> Rows:
+        images = batch["image"]
+        target = self.options["target"] or ("gt" if batch["label"][0] is not None else "predicted")
+        classifier = method.classifier
+        if target == "gt":
+            targets = [label - 1 for label in batch["label"]]
+        else:
+            with torch.no_grad():
+                targets = classifier(images).argmax(dim=-1).tolist()
+        maps = method.maps(images, targets)
+        mean, std = classifier.bundle.image_mean_std
+        generator = torch.Generator().manual_seed(int(self.options["seed"]))
+        perturbed = scores.perturbation_inputs(images, maps, mean, std, mode=self.name, generator=generator)
+        n, steps = perturbed.shape[:2]
+        with torch.no_grad():
+            predictions = classifier(perturbed.flatten(0, 1)).argmax(dim=-1).view(n, steps)
+        correct = (predictions == torch.as_tensor(targets, device=predictions.device)[:, None]).float()
+        auc = scores.curve_auc(correct)
+        return [{"stem": stem, "query": classifier.classnames[t], "auc": float(a),
+                 "stats": {"curve": c.tolist()}}
+                for stem, t, a, c in zip(batch["stem"], targets, auc.tolist(), correct.cpu())]
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        return {"auc": _weighted_mean(np.array([r["auc"] for r in rows], dtype=np.float64), weights)}
+
+
+class Deletion(Perturbation):
+    __doc__ = Perturbation.__doc__
+    name = "deletion"
+    higher_is_better = False
+
+
+class Insertion(Perturbation):
+    __doc__ = Perturbation.__doc__
+    name = "insertion"
+
+
+class MutualInformation(Protocol):
+    """Mutual Knowledge's MI between the visual and the textual concepts of the explained class, and the AUC of
+    its dynamics as visual descriptors are removed, averaged over the dataset (the paper reports ImageNet val).
+    Only Mutual Knowledge methods have these; the target is the label where the dataset has one, else the
+    prediction."""
+
+    name = "mutual-mi"
+    main_metric = "mi"
+    columns = ("mi", "auc")
+    defaults = {}
+
+    def score(self, method: Method, batch) -> Rows:
+        from ..mutual import MutualConceptAttribution
+
+        if not isinstance(method.attribution, MutualConceptAttribution):
+            return []
+        labels = batch["label"]
+        target = [label - 1 for label in labels] if labels[0] is not None else None
+        explanations = method.attribution.explain(batch["image"], target=target)
+        return [{"stem": stem, "query": e.target_name, "mi": e.mi, "auc": e.auc}
+                for stem, e in zip(batch["stem"], explanations)]
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        return {name: _weighted_mean(np.array([r[name] for r in rows], dtype=np.float64), weights)
+                for name in ("mi", "auc")}
+
+
+PROTOCOLS = {protocol.name: protocol for protocol in (PointingGame, CAMSegmentation, BinarySegmentation,
+                                                      BoxLocalisation, Deletion, Insertion, MutualInformation)}
