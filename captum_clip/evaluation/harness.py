@@ -182,6 +182,7 @@ def run_evaluation(config: EvaluationConfig, dataset: EvalDataset, bundle: ClipB
         if not context.is_main:
             return None
         results = summarise(protocol, config, dataset, all_rows, list(methods), _merge_timing(all_timing))
+        results["timing"]["processes"] = context.world_size
         write_outputs(results, all_rows, protocol, out_dir)
         return results
 

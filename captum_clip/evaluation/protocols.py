@@ -19,7 +19,8 @@ import torch
 from ..core.classifier import ZeroShotClassifier
 from . import protocol_scores as scores
 from .convis_wsol import max_box_accuracy_stats, summarise_box_accuracy
-from .datasets import IGNORE, EvalDataset
+from .datasets import EvalDataset
+from .datasets.base import IGNORE
 
 Rows = List[Dict[str, Any]]
 
@@ -108,8 +109,8 @@ def _class_queries(batch: Dict[str, Any], skip_difficult: bool = True):
 
 class PointingGame(Protocol):
     """The Pointing Game (Zhang et al. 2016) as TorchRay implements it: one query per (image, class present);
-    a hit when the map's maximum lies within ``tolerance`` pixels of that class's mask (15 px at 224 px, scaled
-    to the input). Classes seen only as VOC ``difficult`` objects are not queried; a query whose maximum falls on
+    a hit when the map's first maximum lies closer than ``tolerance`` pixels to that class's mask (15 px at
+    224 px, scaled to the input; ``ties="any"`` takes any maximal pixel, as Quantus does). Classes seen only as VOC ``difficult`` objects are not queried; a query whose maximum falls on
     an ignore pixel (255) is skipped. Reports the mean over classes of the per-class hit rate, and the overall
     hit rate."""
 
@@ -117,7 +118,7 @@ class PointingGame(Protocol):
     needs = ("masks",)
     main_metric = "pointing"
     columns = ("class", "hit", "skipped")
-    defaults = {"tolerance": None}
+    defaults = {"tolerance": None, "ties": "first"}
 
     def score(self, method: Method, batch) -> Rows:
         items, classes = _class_queries(batch)
@@ -130,7 +131,7 @@ class PointingGame(Protocol):
         tolerance = self.options["tolerance"]
         tolerance = scores.scaled_tolerance(size) if tolerance is None else float(tolerance)
         truth = masks == torch.as_tensor(classes, device=masks.device).view(-1, 1, 1)
-        hits = scores.pointing_hits(maps, truth, tolerance)
+        hits = scores.pointing_hits(maps, truth, tolerance, ties=self.options["ties"])
         peak = maps.flatten(1).argmax(dim=1)
         skipped = (masks.flatten(1).gather(1, peak[:, None])[:, 0] == IGNORE) & ~hits
         return [{"stem": batch["stem"][i], "query": method.classifier.classnames[c - 1], "class": c,
@@ -317,8 +318,9 @@ class BoxLocalisation(Protocol):
 
 class Perturbation(Protocol):
     """Deletion or insertion as Grad-ECLIP's code does it: 100 steps, each replacing area/200 pixels (in order
-    of relevance) with uniform random RGB (deletion), or putting them back into a random image (insertion); the
-    zero-shot top-1 correctness of the target every 10 steps; the AUC of that curve. The target is the ground
+    of relevance) with uniform random RGB (deletion), or copying them into a black image (insertion, as the
+    reference's ``np.zeros``); the zero-shot top-1 correctness of the target at the intact image and every 10
+    steps; the trapezoid AUC of that curve on [0, 1]. The target is the ground
     truth where the dataset has labels (``target="gt"``, the default there), else the predicted class."""
 
     main_metric = "auc"
@@ -341,7 +343,7 @@ class Perturbation(Protocol):
         n, steps = perturbed.shape[:2]
         with torch.no_grad():
             predictions = classifier(perturbed.flatten(0, 1)).argmax(dim=-1).view(n, steps)
-        correct = (predictions == torch.as_tensor(targets, device=predictions.device)[:, None]).float()
+        correct = (predictions == torch.as_tensor(targets, device=predictions.device)[:, None]).double()
         auc = scores.curve_auc(correct)
         return [{"stem": stem, "query": classifier.classnames[t], "auc": float(a),
                  "stats": {"curve": c.tolist()}}
