@@ -70,7 +70,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 #: The protocols of :data:`captum_clip.evaluation.protocols.PROTOCOLS`, named here so that building the parser
 #: imports neither Quantus nor the protocols (a test checks the two agree).
-PROTOCOL_NAMES = ("pointing", "cam-miou", "segmentation", "wsol", "deletion", "insertion", "mutual-mi")
+PROTOCOL_NAMES = ("pointing", "cam-miou", "segmentation", "wsol", "deletion", "insertion", "mutual-mi", "quantus",
+                  "convis-ood")
 
 
 def add_evaluate_command(commands) -> None:

@@ -129,8 +129,8 @@ def text_scores(bundle: ClipBundle, embeddings: torch.Tensor, texts: dict[str, l
     for name, items in texts.items():
         if not items:
             raise ValueError(f"the {name} text set is empty")
-        text = F.normalize(torch.cat([encode(items[i : i + 256]) for i in range(0, len(items), 256)]), dim=-1)
-        out[name] = (embeddings @ text.T).max(dim=1).values.double().numpy()
+        text = F.normalize(encode(items), dim=-1).to(embeddings.device)
+        out[name] = (embeddings @ text.T).max(dim=1).values.double().cpu().numpy()
     return out
 
 

@@ -101,9 +101,10 @@ def build_methods(specs: Sequence[str], classifier: ZeroShotClassifier, random_c
     methods = {}
     for spec in specs:
         name, built, called = split_method_options(spec)
-        methods[spec] = Method(build_method(name, classifier, **built), called)
+        methods[spec] = Method(build_method(name, classifier, **built), called, name, built)
         if random_classifier is not None:
-            methods[spec + RANDOM_SUFFIX] = Method(build_method(name, random_classifier, **built), called)
+            methods[spec + RANDOM_SUFFIX] = Method(build_method(name, random_classifier, **built), called, name,
+                                                   built)
     return methods
 
 

@@ -31,6 +31,9 @@ class Method:
 
     attribution: Any
     attribute_kwargs: Dict[str, Any]
+    #: The registry name and constructor options, for protocols that rebuild it (Quantus's explain funcs).
+    name: str = ""
+    options: Dict[str, Any] = None
 
     @property
     def classifier(self) -> ZeroShotClassifier:
@@ -391,5 +394,147 @@ class MutualInformation(Protocol):
                 for name in ("mi", "auc")}
 
 
+class QuantusGrid(Protocol):
+    """The methods x Quantus metrics grid of ``captum-clip benchmark`` on any dataset with masks: one query per
+    (image, class present), that class's mask as ``s_batch``, each metric with the benchmark's settings scaled to
+    the image (``metrics`` option: comma-separated names, default the localisation metrics). Scores are averaged
+    over queries; Quantus's fixes of :mod:`.quantus_fixes` apply."""
+
+    name = "quantus"
+    needs = ("masks",)
+    defaults = {"metrics": None}
+
+    def __init__(self, **options) -> None:
+        from .benchmark import ALL_METRICS, CONCEPT, HIGHER_IS_BETTER, LOCALISATION
+
+        super().__init__(**options)
+        names = self.options["metrics"]
+        self.metrics = list(LOCALISATION) if not names else [m.strip() for m in str(names).split(",") if m.strip()]
+        unknown = [m for m in self.metrics if m not in ALL_METRICS or m in CONCEPT]
+        if unknown:
+            raise ValueError(f"unknown Quantus metric {unknown[0]!r}; choose from "
+                             f"{', '.join(m for m in ALL_METRICS if m not in CONCEPT)}.")
+        self.main_metric = self.metrics[0]
+        self.higher_is_better = HIGHER_IS_BETTER[self.main_metric]
+        self.columns = ("class", *self.metrics)
+
+    def score(self, method: Method, batch) -> Rows:
+        from .benchmark import TOLERANT, metric_settings, pointing_tolerance, tolerant_masks
+        from .quantus_adapters import make_explain_func
+        from .quantus_fixes import evaluate_metric, make_metric
+
+        items, classes = _class_queries(batch)
+        if not items:
+            return []
+        images = batch["image"][items]
+        maps = method.maps(images, [c - 1 for c in classes])
+        masks = torch.stack([batch["mask"][i] == c for i, c in zip(items, classes)]).float()[:, None].numpy()
+        x, y, a = images.cpu().numpy(), np.asarray([c - 1 for c in classes]), maps[:, None].cpu().numpy()
+        explain = make_explain_func(method.name, attribute_kwargs=method.attribute_kwargs or None,
+                                    **(method.options or {}))
+        image_hw = tuple(x.shape[-2:])
+        values = {}
+        for name in self.metrics:
+            quantus_name = TOLERANT.get(name, name)
+            s = tolerant_masks(masks, pointing_tolerance(image_hw)) if name in TOLERANT else masks
+            metric = make_metric(quantus_name, **metric_settings(quantus_name, image_hw))
+            values[name] = np.asarray(evaluate_metric(metric, method.classifier, x, y, s_batch=s, a_batch=a,
+                                                      explain_func=explain, device=str(images.device)),
+                                      dtype=np.float64)
+        return [{"stem": batch["stem"][i], "query": method.classifier.classnames[c - 1], "class": c,
+                 **{name: float(values[name][q]) for name in self.metrics}}
+                for q, (i, c) in enumerate(zip(items, classes))]
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        out = {}
+        for name in self.metrics:
+            values = np.array([r[name] for r in rows], dtype=np.float64)
+            finite = np.isfinite(values)
+            out[name] = _weighted_mean(values[finite], weights[:, finite])
+        return out
+
+
+class ConVisOOD(Protocol):
+    """ConVis's OOD experiment on ImageNet-style wnid folders: images whose class synset descends from
+    ``id_synset`` are ID, from ``ood_synset`` OOD (others are left out). Each image's embedding is scored by its
+    highest cosine to the three WordNet text sets of ConVis (:data:`.convis_ood.OOD_TEXT_SCORES`, from the
+    method's vocabulary) and by the zero-shot maximum logit over the ID classes; AUROC flags OOD by a low score.
+    Only ConVis methods have rows."""
+
+    name = "convis-ood"
+    needs = ("labels",)
+    main_metric = "hierarchy_definitions"
+    columns = ("is_ood", "id_definition", "hierarchy_definitions", "hierarchy_lemmas", "zero_shot")
+    defaults = {"id_synset": None, "ood_synset": None}
+
+    def check(self, dataset: EvalDataset) -> None:
+        super().check(dataset)
+        if dataset.kind != "imagenet":
+            raise ValueError(f"convis-ood reads the WordNet ID of each class folder, so it runs on --dataset imagenet "
+                             f"(wnid folders); got {dataset.kind}.")
+        if not self.options["id_synset"] or not self.options["ood_synset"]:
+            raise ValueError("convis-ood needs --option id_synset=... and --option ood_synset=... (WordNet noun "
+                             "synsets, e.g. bird.n.01 and dog.n.01).")
+        from ..wordnet import load_wordnet
+
+        wordnet = load_wordnet()
+        self._synsets = {wnid: wordnet.synset_from_pos_and_offset("n", int(wnid[1:])) for wnid in dataset.wnids}
+        ancestor_id, ancestor_ood = (wordnet.synset(self.options[k]) for k in ("id_synset", "ood_synset"))
+        self._kind = {}
+        for wnid, synset in self._synsets.items():
+            above = set(synset.closure(lambda s: s.hypernyms())) | {synset}
+            is_id, is_ood = ancestor_id in above, ancestor_ood in above
+            if is_id != is_ood:  # a class under both (or neither) is not a test of the two
+                self._kind[wnid] = int(is_ood)
+        self._id_classes = [dataset.classnames[k] for k, wnid in enumerate(dataset.wnids) if self._kind.get(wnid) == 0]
+        if not self._id_classes or 1 not in self._kind.values():
+            raise ValueError(f"no class folder descends from {self.options['id_synset']} and none from "
+                             f"{self.options['ood_synset']} alone: AUROC needs both ID and OOD images.")
+        self._texts: Dict[int, Any] = {}
+
+    def _text_sets(self, method: Method):
+        from .convis_ood import ood_texts
+
+        if id(method) not in self._texts:
+            bundle = method.attribution.bundle
+            texts = ood_texts(method.attribution.vocabulary, self.options["id_synset"])
+            zero_shot = ZeroShotClassifier(bundle, self._id_classes)
+            self._texts[id(method)] = (texts, zero_shot)
+        return self._texts[id(method)]
+
+    def score(self, method: Method, batch) -> Rows:
+        from ..convis.attribution import ConVisAttribution
+        from .convis_ood import text_scores
+
+        if not isinstance(method.attribution, ConVisAttribution):
+            return []
+        keep = [i for i, stem in enumerate(batch["stem"]) if stem.split("/")[0] in self._kind]
+        if not keep:
+            return []
+        texts, zero_shot = self._text_sets(method)
+        with torch.no_grad():
+            embeddings = method.classifier.image_features(batch["image"][keep])
+            scores_by_text = text_scores(method.attribution.bundle, embeddings, texts)
+            logits = zero_shot.logit_scale * embeddings @ zero_shot.text_features.to(embeddings.device).T
+            scores_by_text["zero_shot"] = logits.max(dim=1).values.double().cpu().numpy()
+        return [{"stem": batch["stem"][i], "query": self.options["id_synset"],
+                 "is_ood": self._kind[batch["stem"][i].split("/")[0]],
+                 **{name: float(values[q]) for name, values in scores_by_text.items()}}
+                for q, i in enumerate(keep)]
+
+    def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        from sklearn.metrics import roc_auc_score
+
+        is_ood = np.array([r["is_ood"] for r in rows], dtype=bool)
+        out = {}
+        for name in self.columns[1:]:
+            scores_ = -np.array([r[name] for r in rows], dtype=np.float64)
+            out[name] = np.array([roc_auc_score(is_ood, scores_, sample_weight=w)
+                                  if (w[is_ood] > 0).any() and (w[~is_ood] > 0).any() else math.nan
+                                  for w in weights])
+        return out
+
+
 PROTOCOLS = {protocol.name: protocol for protocol in (PointingGame, CAMSegmentation, BinarySegmentation,
-                                                      BoxLocalisation, Deletion, Insertion, MutualInformation)}
+                                                      BoxLocalisation, Deletion, Insertion, MutualInformation,
+                                                      QuantusGrid, ConVisOOD)}

@@ -176,12 +176,14 @@ def _shard_rows(out: Path, method: str):
     return sorted((r for r in rows if r["method"] == method), key=lambda r: (r["stem"], str(r["query"])))
 
 
-@pytest.mark.parametrize("protocol", ["cam-miou", "segmentation", "wsol", "deletion", "insertion", "mutual-mi"])
+@pytest.mark.parametrize("protocol", ["cam-miou", "segmentation", "wsol", "deletion", "insertion", "mutual-mi",
+                                      "quantus"])
 def test_each_protocol_aggregates_its_per_image_rows_as_defined(tmp_path, protocol):
     root = write_folder(tmp_path / "data", SEEDS[:6])
     out = tmp_path / "out"
     method = "mutual" if protocol == "mutual-mi" else "surgery"
-    extra = ["--threshold", "sweep"] if protocol == "cam-miou" else []
+    extra = {"cam-miou": ["--threshold", "sweep"],
+             "quantus": ["--option", "metrics=PointingGame,TopKIntersection"]}.get(protocol, [])
     evaluate(protocol, "--dataset", "folder", "--root", str(root), "--methods", method, "--batch-size", "3",
              "--out-dir", str(out), *extra)
     results = json.loads((out / "results.json").read_text())
@@ -221,9 +223,59 @@ def test_each_protocol_aggregates_its_per_image_rows_as_defined(tmp_path, protoc
         assert curves.shape == (6, 11) and set(np.unique(curves)) <= {0.0, 1.0}
         expected = np.mean([(c[:-1] + c[1:]).sum() / 2 / 10 for c in curves])
         assert metrics["auc"] == pytest.approx(expected, abs=1e-12)
+    elif protocol == "quantus":
+        for name in ("PointingGame", "TopKIntersection"):
+            values = np.array([r[name] for r in rows])
+            assert metrics[name] == pytest.approx(values[np.isfinite(values)].mean(), abs=1e-12)
+        assert set(np.unique([r["PointingGame"] for r in rows])) <= {0.0, 1.0}
     else:
         assert metrics["mi"] == pytest.approx(np.mean([r["mi"] for r in rows]), abs=1e-12)
         assert metrics["auc"] == pytest.approx(np.mean([r["auc"] for r in rows]), abs=1e-12)
     for name, value in metrics.items():
         if name.endswith("_stderr"):
             assert np.isfinite(value) and value >= 0, name
+
+
+def test_dataloader_workers_and_autocast_precision(tmp_path):
+    root = write_folder(tmp_path / "data", SEEDS[:4])
+    plain, other = tmp_path / "plain", tmp_path / "other"
+    evaluate("pointing", "--dataset", "folder", "--root", str(root), "--methods", "surgery", "--batch-size", "2",
+             "--no-random-weights", "--out-dir", str(plain))
+    # Two worker processes read and preprocess the batches; the rows do not change.
+    evaluate("pointing", "--dataset", "folder", "--root", str(root), "--methods", "surgery", "--batch-size", "2",
+             "--no-random-weights", "--workers", "2", "--out-dir", str(other))
+    assert (plain / "per_image.csv").read_text() == (other / "per_image.csv").read_text()
+    bf16 = tmp_path / "bf16"
+    evaluate("pointing", "--dataset", "folder", "--root", str(root), "--methods", "surgery,gradcam", "--batch-size",
+             "2", "--no-random-weights", "--precision", "bf16", "--out-dir", str(bf16))
+    results = json.loads((bf16 / "results.json").read_text())
+    assert set(results["methods"]) == {"surgery", "gradcam"} and results["config"]["precision"] == "bf16"
+    assert all(np.isfinite(v["pointing"]) for v in results["methods"].values())
+
+
+def test_convis_ood_on_wnid_folders_reports_aurocs_computed_from_its_rows(tmp_path, real_wordnet):
+    from sklearn.metrics import roc_auc_score
+
+    root = tmp_path / "imagenet"
+    # tench (a fish) is ID under fish.n.01, a dog OOD under dog.n.01, a car under neither (left out).
+    for k, wnid in enumerate(("n01440764", "n02084071", "n02958343")):
+        folder = root / "val" / wnid
+        folder.mkdir(parents=True)
+        for j in range(4):
+            Image.fromarray(generate_scene(100 + 10 * k + j, image_size=64).image).save(folder / f"img{j}.JPEG")
+    out = tmp_path / "out"
+    evaluate("convis-ood", "--dataset", "imagenet", "--root", str(root), "--methods", "convis,surgery",
+             "--option", "id_synset=fish.n.01", "--option", "ood_synset=dog.n.01", "--batch-size", "4",
+             "--out-dir", str(out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"]["surgery"] == {}  # only ConVis has this experiment
+    rows = [r for r in read_rows(out) if r["method"] == "convis"]
+    assert len(rows) == 8 and {r["stem"].split("/")[0] for r in rows} == {"n01440764", "n02084071"}
+    is_ood = np.array([r["is_ood"] == "1" for r in rows])
+    assert is_ood.sum() == 4 and all(r["stem"].startswith("n02084071") for r, o in zip(rows, is_ood) if o)
+    for name in ("id_definition", "hierarchy_definitions", "hierarchy_lemmas", "zero_shot"):
+        expected = roc_auc_score(is_ood, -np.array([float(r[name]) for r in rows]))
+        assert results["methods"]["convis"][name] == pytest.approx(expected, abs=1e-6), name
+    with pytest.raises(SystemExit, match="needs --option id_synset"):
+        evaluate("convis-ood", "--dataset", "imagenet", "--root", str(root), "--methods", "convis",
+                 "--out-dir", str(tmp_path / "o"))
