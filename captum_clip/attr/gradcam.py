@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import GradientAttribution, LayerAttribution
@@ -11,6 +12,7 @@ from torch import Tensor
 from ..base.method import ClipAttribution
 from ..base.targets import TargetLike
 from ..core.classifier import ZeroShotClassifier
+from ..base.inputs import gradient_ready
 from ..errors import require_finite
 
 
@@ -69,3 +71,34 @@ class CLIPGradCAM(ClipAttribution, LayerAttribution, GradientAttribution):
         if relu_attributions:
             cam = F.relu(cam)
         return self._outputs(cam, images, device, is_tuple, interpolate)
+
+    def _attribute_all(self, images: Tensor, targets: list, relu_attributions: bool = True,
+                       interpolate: bool = True) -> Tensor:
+        # The K logits share one forward: the network runs once up to the Grad-CAM layer, its rest (with CLS
+        # pooling, only the CLS row of the last block) once more with gradients, and one batched backward gives
+        # every target's gradient (torch.autograd.grad with is_grads_batched).
+        images = gradient_ready(images, type(self).__name__)
+        resolved = self.resolve_targets(targets, len(targets))
+        classifier = self.classifier
+        if resolved.texts is not None:
+            text = classifier.encode_text(resolved.texts)
+        else:
+            text = classifier.text_features[resolved.indices.to(classifier.text_features.device)]
+        with torch.no_grad():
+            activation = self.tower.gradcam_activation(images)
+        activation = require_finite(activation.detach(), "CLIPGradCAM: the layer activations").requires_grad_(True)
+        with torch.enable_grad():
+            pooled = require_finite(self.tower.gradcam_head(activation).float(), "the image embedding")
+            logits = classifier.logit_scale * F.normalize(pooled, dim=-1) @ text.to(pooled.device).T
+            k = len(targets)
+            basis = torch.eye(k, device=logits.device, dtype=logits.dtype)[:, None, :].expand(k, *logits.shape)
+            (gradients,) = torch.autograd.grad(logits, activation, grad_outputs=basis, is_grads_batched=True)
+        grid = self.tower.grid_shape(tuple(images.shape[-2:]))
+        require_finite(gradients, "CLIPGradCAM: the layer gradients")
+        activations = self.tower.activation_to_grid(activation.detach(), grid)  # (B, C, gh, gw)
+        gradients = self.tower.activation_to_grid(gradients.flatten(0, 1), grid).unflatten(0, (k, -1))
+        weights = gradients.mean(dim=(-2, -1))  # (K, B, C)
+        cam = torch.einsum("kbc,bchw->bkhw", weights, activations).float()
+        if relu_attributions:
+            cam = F.relu(cam)
+        return self._outputs(cam, images, images.device, False, interpolate)

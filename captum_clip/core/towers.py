@@ -171,6 +171,15 @@ class VisionTower:
     #: Whether Grad-CAM reads the layer's input (True) or output (False).
     gradcam_on_input: bool = False
 
+    def gradcam_activation(self, images: Tensor) -> Tensor:
+        """The Grad-CAM layer's activation for ``images``, the same tensor :attr:`gradcam_layer` sees."""
+        raise NotImplementedError
+
+    def gradcam_head(self, activation: Tensor) -> Tensor:
+        """The pooled embedding ``(B, E)`` from the Grad-CAM activation: the rest of :meth:`encode`, and only the
+        part the pooled embedding needs (with CLS pooling, the CLS row of the last block)."""
+        raise NotImplementedError
+
     def activation_to_grid(self, activation: Tensor, grid: Tuple[int, int]) -> Tensor:
         """Turn the Grad-CAM layer's activation (or its gradient) into ``(B, C, gh, gw)``."""
         raise NotImplementedError
@@ -328,6 +337,21 @@ class ViTTower(VisionTower):
 
     gradcam_on_input = True
 
+    def gradcam_activation(self, images: Tensor) -> Tensor:
+        x = self.embed(images)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return x
+
+    def gradcam_head(self, activation: Tensor) -> Tensor:
+        last = self.blocks[-1]
+        if not self.pools_cls:
+            return self.pool(last(activation))
+        qkv = self.qkv(last, last.ln_1(activation))
+        cls = activation[:, :1] + self.attention_output(
+            last, F.scaled_dot_product_attention(qkv.q[:, :, :1], qkv.k, qkv.v))
+        return self.pool(self.mlp_residual(last, cls))
+
     def activation_to_grid(self, activation: Tensor, grid: Tuple[int, int]) -> Tensor:
         patches = activation[:, 1:]
         return patches.transpose(1, 2).reshape(activation.shape[0], activation.shape[-1], grid[0], grid[1])
@@ -423,6 +447,13 @@ class ResNetTower(VisionTower):
     @property
     def gradcam_layer(self) -> nn.Module:
         return self.visual.layer4
+
+    def gradcam_activation(self, images: Tensor) -> Tensor:
+        return self.features(images)
+
+    def gradcam_head(self, activation: Tensor) -> Tensor:
+        qkv = self.qkv(self.pool_tokens(activation))
+        return self._attend(qkv.q[:, :, :1], qkv.k, qkv.v)[:, 0]
 
     gradcam_on_input = False
 
