@@ -27,7 +27,8 @@ def _fail(message: str) -> SystemExit:
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes", help="open_clip model name or config JSON (default: shapes)")
     parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA where present, else CPU; default), cpu, cuda, ...")
     parser.add_argument("--text-source", choices=("definition", "lemmas"), default=None,
                         help="synset texts: glosses (the paper) or lemma names; default: lemmas on the shipped "
                              "scene model, definitions otherwise")

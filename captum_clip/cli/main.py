@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--model", default=None,
                                 help="open_clip model name or config JSON (default: the shipped 'shapes' model)")
     explain_parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
-    explain_parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    explain_parser.add_argument("--device", default="auto",
+                                help="auto (CUDA where present, else CPU; default), cpu, cuda:1, ...")
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
     explain_parser.add_argument("--descriptors", default=None,
                                 help="mutual only: descriptor bank, a {class: [descriptors]} JSON file, 'shapes' "
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--seed", type=int, default=7, help="scene seed")
     demo_parser.add_argument("--method", action="append", default=[],
                              help="methods to compare (default: surgery, clip, gradcam, ig)")
-    demo_parser.add_argument("--device", default=None)
+    demo_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     demo_parser.add_argument("--out", default="demo.png")
     demo_parser.set_defaults(run=demo)
 
@@ -229,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed")
     bench.add_argument("--model", default="shapes")
     bench.add_argument("--pretrained", default=None)
-    bench.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    bench.add_argument("--device", default="auto",
+                        help="auto (CUDA where present, else CPU; default), cpu, cuda, ...")
     bench.add_argument("--batch-size", type=positive_int, default=50)
     bench.add_argument("--mprt-samples", type=positive_int, default=16, help="scenes for the (costly) MPRT check")
     bench.add_argument("--ig-steps", type=positive_int, default=50)

@@ -113,9 +113,9 @@ def _class_queries(batch: Dict[str, Any], skip_difficult: bool = True):
 class PointingGame(Protocol):
     """The Pointing Game (Zhang et al. 2016) as TorchRay implements it: one query per (image, class present);
     a hit when the map's first maximum lies closer than ``tolerance`` pixels to that class's mask (15 px at
-    224 px, scaled to the input; ``ties="any"`` takes any maximal pixel, as Quantus does). Classes seen only as VOC ``difficult`` objects are not queried; a query whose maximum falls on
-    an ignore pixel (255) is skipped. Reports the mean over classes of the per-class hit rate, and the overall
-    hit rate."""
+    224 px, scaled to the input; ``ties="any"`` takes any maximal pixel, as Quantus does). Classes seen only as
+    VOC ``difficult`` objects are not queried; a query whose maximum falls on an ignore pixel (255) is skipped.
+    Reports the mean over classes of the per-class hit rate, and the overall hit rate."""
 
     name = "pointing"
     needs = ("masks",)
