@@ -8,6 +8,7 @@ re-explains on randomised copies of the model, on a subset of the scenes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -169,6 +170,18 @@ def _summary(scores: np.ndarray) -> Dict:
             "sem": float(finite.std() / math.sqrt(finite.size)), "n": int(finite.size)}
 
 
+@contextlib.contextmanager
+def seeded_numpy(seed: int):
+    # FaithfulnessCorrelation's subsets and ROAD's noise come from numpy's global generator; seeding it per metric
+    # makes every cell the same on a rerun (and independent of what ran before), and the caller's state returns.
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Sequence[str] = DEFAULT_METHODS,
                   metrics: Sequence[str] = ALL_METRICS, device: str = "cpu", batch_size: int = 50,
                   mprt_samples: int = 16, ig_steps: int = 50, seed: int = 0, progress: bool = True,
@@ -228,14 +241,15 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
             start = time.perf_counter()
             quantus_name = TOLERANT.get(metric_name, metric_name)
             metric = make_metric(quantus_name, **metric_settings(quantus_name, image_hw))
-            if metric_name in RANDOMISATION:
-                subset = slice(0, mprt_samples)
-                scores = evaluate_metric(metric, model, data.x[subset], data.y[subset], s_batch=data.s[subset],
-                                         explain_func=explainer, device=device, batch_size=batch_size)
-            else:
-                scores = evaluate_metric(metric, model, data.x, data.y, s_batch=masks[metric_name],
-                                         a_batch=attributions, explain_func=explainer, device=device,
-                                         batch_size=batch_size)
+            with seeded_numpy(seed):
+                if metric_name in RANDOMISATION:
+                    subset = slice(0, mprt_samples)
+                    scores = evaluate_metric(metric, model, data.x[subset], data.y[subset], s_batch=data.s[subset],
+                                             explain_func=explainer, device=device, batch_size=batch_size)
+                else:
+                    scores = evaluate_metric(metric, model, data.x, data.y, s_batch=masks[metric_name],
+                                             a_batch=attributions, explain_func=explainer, device=device,
+                                             batch_size=batch_size)
             rows.append({
                 "method": key, "metric": metric_name, **_summary(scores),
                 "higher_is_better": HIGHER_IS_BETTER[metric_name],

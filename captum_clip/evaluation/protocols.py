@@ -10,6 +10,7 @@ resamplings of the images (the standard errors). Scoring itself is in :mod:`.pro
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -419,7 +420,7 @@ class QuantusGrid(Protocol):
         self.columns = ("class", *self.metrics)
 
     def score(self, method: Method, batch) -> Rows:
-        from .benchmark import TOLERANT, metric_settings, pointing_tolerance, tolerant_masks
+        from .benchmark import TOLERANT, metric_settings, pointing_tolerance, seeded_numpy, tolerant_masks
         from .quantus_adapters import make_explain_func
         from .quantus_fixes import evaluate_metric, make_metric
 
@@ -438,9 +439,12 @@ class QuantusGrid(Protocol):
             quantus_name = TOLERANT.get(name, name)
             s = tolerant_masks(masks, pointing_tolerance(image_hw)) if name in TOLERANT else masks
             metric = make_metric(quantus_name, **metric_settings(quantus_name, image_hw))
-            values[name] = np.asarray(evaluate_metric(metric, method.classifier, x, y, s_batch=s, a_batch=a,
-                                                      explain_func=explain, device=str(images.device)),
-                                      dtype=np.float64)
+            # Quantus draws from numpy's global generator; a seed from the batch's images makes a batch score the
+            # same whichever rank computes it.
+            with seeded_numpy(zlib.crc32("/".join(batch["stem"]).encode())):
+                values[name] = np.asarray(evaluate_metric(metric, method.classifier, x, y, s_batch=s, a_batch=a,
+                                                          explain_func=explain, device=str(images.device)),
+                                          dtype=np.float64)
         return [{"stem": batch["stem"][i], "query": method.classifier.classnames[c - 1], "class": c,
                  **{name: float(values[name][q]) for name in self.metrics}}
                 for q, (i, c) in enumerate(zip(items, classes))]

@@ -127,3 +127,17 @@ def test_report_direction_matches_what_the_metric_rewards(metric_name, one_threa
     object_better = scores["object"] > scores["inverse"] if HIGHER_IS_BETTER[metric_name] \
         else scores["object"] < scores["inverse"]
     assert object_better, scores
+
+
+def test_random_metrics_give_the_same_cells_on_a_rerun(one_thread):
+    """FaithfulnessCorrelation and ROAD draw from numpy's global generator: the benchmark seeds it per metric."""
+    from captum_clip.evaluation.benchmark import run_benchmark
+
+    classifier = ZeroShotClassifier(load_clip("shapes"), single_object_classnames())
+    data = shapes_scenes(classifier, 3)
+    first = run_benchmark(classifier, data, ["surgery"], ["FaithfulnessCorrelation", "ROAD"], batch_size=3,
+                          progress=False, random_weights=False)
+    np.random.rand(17)  # whatever ran before
+    again = run_benchmark(classifier, data, ["surgery"], ["FaithfulnessCorrelation", "ROAD"], batch_size=3,
+                          progress=False, random_weights=False)
+    assert [(r["metric"], r["mean"], r["std"]) for r in first] == [(r["metric"], r["mean"], r["std"]) for r in again]
