@@ -111,6 +111,14 @@ def _class_queries(batch: Dict[str, Any], skip_difficult: bool = True):
     return items, classes
 
 
+def _query_maps(method: Method, batch: Dict[str, Any], skip_difficult: bool = True):
+    """``(items, classes, maps (Q, H, W))`` for the class queries of a batch, or None when it has none."""
+    items, classes = _class_queries(batch, skip_difficult)
+    if not items:
+        return None
+    return items, classes, method.maps(batch["image"][items], [c - 1 for c in classes])
+
+
 class PointingGame(Protocol):
     """The Pointing Game (Zhang et al. 2016) as TorchRay implements it: one query per (image, class present);
     a hit when the map's first maximum lies closer than ``tolerance`` pixels to that class's mask (15 px at
@@ -125,11 +133,10 @@ class PointingGame(Protocol):
     defaults = {"tolerance": None, "ties": "first"}
 
     def score(self, method: Method, batch) -> Rows:
-        items, classes = _class_queries(batch)
-        if not items:
+        queries = _query_maps(method, batch)
+        if queries is None:
             return []
-        images = batch["image"][items]
-        maps = method.maps(images, [c - 1 for c in classes])
+        items, classes, maps = queries
         masks = torch.stack([batch["mask"][i] for i in items]).to(maps.device)
         size = min(maps.shape[-2:])
         tolerance = self.options["tolerance"]
@@ -176,10 +183,10 @@ class CAMSegmentation(Protocol):
         return np.asarray([threshold])
 
     def score(self, method: Method, batch) -> Rows:
-        items, classes = _class_queries(batch, skip_difficult=False)
-        if not items:
+        queries = _query_maps(method, batch, skip_difficult=False)
+        if queries is None:
             return []
-        maps = method.maps(batch["image"][items], [c - 1 for c in classes])
+        items, classes, maps = queries
         rows = []
         n_classes = len(method.classifier.classnames)
         thresholds = torch.as_tensor(self._thresholds(), dtype=torch.float32)
@@ -424,11 +431,11 @@ class QuantusGrid(Protocol):
         from .quantus_adapters import make_explain_func
         from .quantus_fixes import evaluate_metric, make_metric
 
-        items, classes = _class_queries(batch)
-        if not items:
+        queries = _query_maps(method, batch)
+        if queries is None:
             return []
+        items, classes, maps = queries
         images = batch["image"][items]
-        maps = method.maps(images, [c - 1 for c in classes])
         masks = torch.stack([batch["mask"][i] == c for i, c in zip(items, classes)]).float()[:, None].numpy()
         x, y, a = images.cpu().numpy(), np.asarray([c - 1 for c in classes]), maps[:, None].cpu().numpy()
         explain = make_explain_func(method.name, attribute_kwargs=method.attribute_kwargs or None,
