@@ -13,11 +13,14 @@ constant map is returned as zeros.
 
 Windows lie on a grid, so the set of windows covering a pixel is constant on the rectangular cells cut out by
 the window edges (16×16 px by default). :class:`WindowCoverage` sums per cell with one matrix product and then
-broadcasts to pixels, which is exact and avoids scattering |T|-long vectors onto every pixel.
+broadcasts to pixels, which is exact and avoids scattering |T|-long vectors onto every pixel. The coverage can be
+moved to the model's device (:meth:`WindowCoverage.to`), so that ranks, sums and maps stay there; every concept of
+a call is aggregated in the same matrix product.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +28,7 @@ import torch
 
 from .ranks import subtree_min, subtree_min_ranks
 
-__all__ = ["AGGREGATIONS", "WindowCoverage", "AggregatedMaps", "aggregate_ranks", "normalise_maps"]
+__all__ = ["AGGREGATIONS", "WindowCoverage", "AggregatedMaps", "aggregate_ranks", "aggregate_r_min", "normalise_maps"]
 
 AGGREGATIONS = ("max_then_mean", "mean_then_max")
 
@@ -59,6 +62,20 @@ class WindowCoverage:
         #: ``(n_cells,)`` number of windows covering each cell.
         self.cell_count = self.matrix.sum(0)
 
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    def to(self, device: torch.device | str | None) -> "WindowCoverage":
+        """This coverage with its tensors on *device* (self when already there)."""
+        device = torch.device(device or "cpu")
+        if device == self.device:
+            return self
+        moved = copy.copy(self)
+        for name in ("matrix", "cell_count", "row_cell", "col_cell"):
+            setattr(moved, name, getattr(self, name).to(device))
+        return moved
+
     def cell_sums(self, values: torch.Tensor) -> torch.Tensor:
         """Sum per-window values over the windows covering each cell.
 
@@ -80,7 +97,8 @@ class WindowCoverage:
             ``(K, size, size)``.
         """
         grid = cell_values.reshape(cell_values.shape[0], *self.grid_shape)
-        return grid[:, self.row_cell][:, :, self.col_cell]
+        rows, cols = self.row_cell.to(grid.device), self.col_cell.to(grid.device)
+        return grid[:, rows][:, :, cols]
 
     def pixel_count(self) -> torch.Tensor:
         """``(size, size)`` int64: windows covering each pixel (80 everywhere with the default geometry)."""
@@ -125,13 +143,42 @@ def normalise_maps(mean_rank: torch.Tensor) -> torch.Tensor:
     return maps.view_as(mean_rank)
 
 
+def aggregate_r_min(r_min: torch.Tensor, coverage: WindowCoverage) -> AggregatedMaps:
+    """K concept maps from per-window best ranks (``max_then_mean``), on the coverage's device.
+
+    Args:
+        r_min: ``(P, K)`` best rank in Sub(c) per window (:func:`~.ranks.subtree_min_ranks`).
+        coverage: the windows' pixel coverage (same P windows, same order).
+
+    Returns:
+        :class:`AggregatedMaps` with ``r_min`` set.
+    """
+    if r_min.shape[0] != coverage.matrix.shape[0]:
+        raise ValueError(f"{r_min.shape[0]} rank rows for {coverage.matrix.shape[0]} windows")
+    count = coverage.cell_count.clamp_min(1)  # cells no window covers (impossible with a valid WindowConfig)
+    cell_sum = coverage.cell_sums(r_min)
+    return _maps(coverage, cell_sum / count, cell_sum, r_min)
+
+
+def _maps(coverage: WindowCoverage, cell_mean: torch.Tensor, cell_sum: torch.Tensor,
+          r_min: torch.Tensor | None) -> AggregatedMaps:
+    mean_rank = coverage.to_pixels(cell_mean)
+    return AggregatedMaps(
+        maps=normalise_maps(mean_rank),
+        mean_rank=mean_rank,
+        rank_sum=coverage.to_pixels(cell_sum),
+        coverage=coverage.pixel_count(),
+        r_min=r_min,
+    )
+
+
 def aggregate_ranks(
     ranks: torch.Tensor,
     subtrees: Sequence[Sequence[int]],
     coverage: WindowCoverage,
     order: str = "max_then_mean",
 ) -> AggregatedMaps:
-    """Turn one image's window ranks into K concept maps.
+    """Turn one image's window ranks into K concept maps (all K at once, on the coverage's device).
 
     Args:
         ranks: ``(P, T)`` rank of each synset in each window (:func:`~.ranks.similarity_ranks`).
@@ -146,27 +193,14 @@ def aggregate_ranks(
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {order!r}")
     if ranks.shape[0] != coverage.matrix.shape[0]:
         raise ValueError(f"{ranks.shape[0]} rank rows for {coverage.matrix.shape[0]} windows")
-    # Cells no window covers (impossible with a valid WindowConfig) would divide by zero.
-    count = coverage.cell_count.clamp_min(1)
-    r_min = None
     if order == "max_then_mean":
-        r_min = subtree_min_ranks(ranks, subtrees)
-        cell_sum = coverage.cell_sums(r_min)
-        cell_mean = cell_sum / count
-    else:
-        # Only the synsets of some Sub(c) are ever needed: sum those columns, then min within each subtree.
-        used = sorted({row for rows in subtrees for row in rows})
-        column = {row: j for j, row in enumerate(used)}
-        per_synset = coverage.cell_sums(ranks[:, used]) / count
-        cell_mean = subtree_min(
-            per_synset.T, [[column[row] for row in rows] for rows in subtrees], pad_value=float("inf")
-        ).T
-        cell_sum = cell_mean * count
-    mean_rank = coverage.to_pixels(cell_mean)
-    return AggregatedMaps(
-        maps=normalise_maps(mean_rank),
-        mean_rank=mean_rank,
-        rank_sum=coverage.to_pixels(cell_sum),
-        coverage=coverage.pixel_count(),
-        r_min=r_min,
-    )
+        return aggregate_r_min(subtree_min_ranks(ranks, subtrees), coverage)
+    count = coverage.cell_count.clamp_min(1)
+    # Only the synsets of some Sub(c) are ever needed: sum those columns, then min within each subtree.
+    used = sorted({row for rows in subtrees for row in rows})
+    column = {row: j for j, row in enumerate(used)}
+    per_synset = coverage.cell_sums(ranks[:, torch.tensor(used, device=ranks.device)]) / count
+    cell_mean = subtree_min(
+        per_synset.T, [[column[row] for row in rows] for rows in subtrees], pad_value=float("inf")
+    ).T
+    return _maps(coverage, cell_mean, cell_mean * count, None)

@@ -93,7 +93,10 @@ class ConVisAttribution(ClipAttribution):
             WordNet noun sense; an ambiguous one raises a ``ValueError`` listing its senses.
         cache_dir: text-bank cache root (default :func:`captum_clip.core.cache.cache_root`).
         use_cache: read and write the text-bank cache.
-        progress: tqdm bars for text encoding and window embedding.
+        progress: tqdm bars with an ETA for the text-bank encoding and the window sweep (one bar per call, over all
+            its distinct images). None (default): auto, a bar appears only once its stage has run
+            :data:`~captum_clip.convis.windows.AUTO_PROGRESS_DELAY` seconds (a ViT sweep on a CPU, a first text
+            bank), so quick calls print nothing; True: always; False: never.
     """
 
     map_normalisation = "1 - min-max of the mean best rank over the covering windows: in [0, 1], 1 where the concept ranks best"
@@ -112,7 +115,7 @@ class ConVisAttribution(ClipAttribution):
         class_synsets: ClassSynsets = None,
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         super().__init__(model_or_classifier)
         bundle, classifier = self.bundle, self.classifier
@@ -129,6 +132,8 @@ class ConVisAttribution(ClipAttribution):
             raise ValueError(f"batch_size must be a positive integer or None, not {batch_size!r}")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
+        if progress is not None and not isinstance(progress, bool):
+            raise ValueError(f"progress must be True, False or None (auto), not {progress!r}")
         self.vocabulary = _as_vocabulary(vocabulary)
         self.text_source = text_source
         self.resize = resize
@@ -157,6 +162,7 @@ class ConVisAttribution(ClipAttribution):
             self._mapper = ConceptMapper(
                 self.vocabulary, self.text_bank, bundle_image_encoder(self.bundle, self.resize), windows=self.windows,
                 aggregation=self.aggregation, batch_size=self.batch_size, progress=self._progress,
+                device=self.bundle.device,
             )
         return self._mapper
 
@@ -232,15 +238,13 @@ class ConVisAttribution(ClipAttribution):
         return normalised_to_uint8(images, *self.mean_std)
 
     def _ranks_per_image(self, pixels: np.ndarray) -> list[WindowRanks]:
-        """Window ranks per image; identical images (same pixels) are swept once."""
-        by_content: dict[bytes, WindowRanks] = {}
-        out = []
-        for image in pixels:
-            key = hashlib.sha1(image.tobytes()).digest() + bytes(str(image.shape), "ascii")
-            if key not in by_content:
-                by_content[key] = self.mapper.window_ranks(image)
-            out.append(by_content[key])
-        return out
+        """Window ranks per image; identical images (same pixels) are swept once, under one progress bar."""
+        keys = [hashlib.sha1(image.tobytes()).digest() + bytes(str(image.shape), "ascii") for image in pixels]
+        first = dict(zip(keys, pixels))  # distinct images, first occurrence
+        mapper = self.mapper  # the text bank (and its own bar) comes before the sweep's bar
+        with mapper.sweep_progress(len(first)):
+            by_content = {key: mapper.window_ranks(image) for key, image in first.items()}
+        return [by_content[key] for key in keys]
 
     def window_ranks(self, inputs) -> list[WindowRanks]:
         """The concept-independent part of ConVis for each image: window boxes, embeddings and ranks of T.

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import require_finite
-from ..core.text import text_encoder
+from ..core.text import TEXT_CHUNK, encode_texts, text_encoder
 from .encoders import pil_preprocess_image_encoder, tensor_resize_image_encoder
 from .text_bank import TextEncoder
-from .windows import ImageEncoder
+from .windows import ImageEncoder, progress_bar
 
 __all__ = ["RESIZE_MODES", "bundle_image_encoder", "bundle_text_encoder"]
 
@@ -29,7 +29,8 @@ def bundle_image_encoder(bundle, resize: str = "tensor") -> ImageEncoder:
         resize: one of :data:`RESIZE_MODES`.
 
     Returns:
-        ``encode_images(crops (n, 3, h, w) uint8) -> (n, E)`` float32 on the CPU.
+        ``encode_images(crops (n, 3, h, w) uint8) -> (n, E)`` float32 on the bundle's device (the tensor encoder
+        also wants its crops there, the PIL one on the CPU: see ``crop_device``).
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
@@ -47,7 +48,30 @@ def bundle_image_encoder(bundle, resize: str = "tensor") -> ImageEncoder:
     )
 
 
-def bundle_text_encoder(bundle, progress: bool = False) -> TextEncoder:
-    """``encode_texts(list[str]) -> (n, E)`` through the bundle's tokenizer and text tower (not normalised)."""
-    return text_encoder(bundle.model, bundle.tokenizer, stage="ConVis: the text-bank embeddings", normalize=False,
-                        progress="ConVis: encoding synset texts" if progress else None)
+def bundle_text_encoder(bundle, progress: bool | None = False) -> TextEncoder:
+    """``encode_texts(list[str]) -> (n, E)`` through the bundle's tokenizer and text tower (not normalised), on
+    the CPU.
+
+    Args:
+        bundle: the loaded model.
+        progress: a tqdm bar with an ETA over the texts: True (at once), None (auto: only once encoding has run a
+            few seconds, see :data:`~.windows.AUTO_PROGRESS_DELAY`) or False.
+    """
+    stage = "ConVis: the text-bank embeddings"
+    if progress is False:
+        return text_encoder(bundle.model, bundle.tokenizer, stage=stage, normalize=False)
+
+    def encode(texts) -> torch.Tensor:
+        # The core's chunked encoder, one chunk per call, so that this bar can show up late (auto mode).
+        texts = list(texts)
+        rows = []
+        with progress_bar(progress, total=len(texts), desc="ConVis: encoding synset texts", unit="text") as bar:
+            for start in range(0, len(texts), TEXT_CHUNK):
+                chunk = texts[start : start + TEXT_CHUNK]
+                rows.append(encode_texts(bundle.model, bundle.tokenizer, chunk, stage=stage, normalize=False).cpu())
+                bar.update(len(chunk))
+        if not rows:
+            raise ValueError("no texts to encode.")
+        return torch.cat(rows)
+
+    return encode

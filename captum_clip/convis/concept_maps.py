@@ -4,19 +4,25 @@
 so any CLIP wrapper can drive it. The expensive part (embedding the windows and ranking T in each of them) is
 done once per image by :meth:`ConceptMapper.window_ranks` and reused for any number of concepts by
 :meth:`ConceptMapper.maps`.
+
+Everything after the per-image canvas runs on the mapper's device (the model's): the windows are cut there, the
+embeddings, similarities, ranks and maps stay there. The full ``(P, |T|)`` rank matrix is sorted only when it is
+needed (many concepts, ``mean_then_max``, ``top_concepts``); a few concepts get their r_min by counting
+(:func:`~.ranks.subtree_best_ranks`), with the same result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .aggregation import AGGREGATIONS, WindowCoverage, aggregate_ranks
-from .ranks import similarity_ranks
+from .aggregation import AGGREGATIONS, WindowCoverage, aggregate_r_min, aggregate_ranks
+from .ranks import ranks_from_similarities, subtree_best_ranks, subtree_min_ranks, window_similarities
 from .text_bank import TextBank
 from .vocabulary import ConceptLike, ConceptVocabulary
 from .windows import (
@@ -26,28 +32,60 @@ from .windows import (
     WindowConfig,
     embed_windows,
     padded_canvas,
+    progress_bar,
     square_image,
     window_grid,
 )
 
+#: Up to this many concepts, :meth:`WindowRanks.subtree_min_ranks` counts instead of sorting the rank matrix
+#: (on a CPU, counting one concept took ~1/8 of the sort of a 730 × 7,181 matrix).
+COUNT_MAX_CONCEPTS = 4
+
 __all__ = ["WindowRanks", "ConceptMaps", "ConceptMapper"]
 
 
-@dataclass(frozen=True)
 class WindowRanks:
     """Everything about one image that does not depend on the concept.
 
     Attributes:
         image: ``(S, S, 3)`` uint8, the squared image the maps are aligned with.
         boxes: ``(P, 3)`` int64 ``(x, y, b)`` canvas windows that were embedded (those overlapping the image).
-        embeddings: ``(P, E)`` float32 raw window embeddings.
-        ranks: ``(P, T)`` int64 rank of each synset in each window (0 = most similar).
+        embeddings: ``(P, E)`` float32 raw window embeddings (on the model's device).
+        ranks: ``(P, T)`` int64 rank of each synset in each window (0 = most similar); computed from
+            ``similarities`` on first access when not given.
+        similarities: ``(P, T)`` float32 cosine of each window with each synset text, or None.
     """
 
-    image: np.ndarray
-    boxes: torch.Tensor
-    embeddings: torch.Tensor
-    ranks: torch.Tensor
+    def __init__(self, image: np.ndarray, boxes: torch.Tensor, embeddings: torch.Tensor,
+                 ranks: torch.Tensor | None = None, *, similarities: torch.Tensor | None = None) -> None:
+        if ranks is None and similarities is None:
+            raise ValueError("WindowRanks needs ranks or similarities")
+        self.image = image
+        self.boxes = boxes
+        self.embeddings = embeddings
+        self.similarities = similarities
+        self._ranks = ranks
+
+    @property
+    def ranks(self) -> torch.Tensor:
+        if self._ranks is None:
+            self._ranks = ranks_from_similarities(self.similarities)
+        return self._ranks
+
+    @property
+    def has_ranks(self) -> bool:
+        """Whether the rank matrix has been computed (or was given)."""
+        return self._ranks is not None
+
+    def subtree_min_ranks(self, subtrees: Sequence[Sequence[int]]) -> torch.Tensor:
+        """r_min ``(P, K)``: from the rank matrix when it exists or K is large, else by counting (same values)."""
+        if self._ranks is None and len(subtrees) <= COUNT_MAX_CONCEPTS:
+            return subtree_best_ranks(self.similarities, subtrees)
+        return subtree_min_ranks(self.ranks, subtrees)
+
+    def __repr__(self) -> str:
+        synsets = (self.similarities if self._ranks is None else self._ranks).shape[1]
+        return f"WindowRanks(windows={len(self.boxes)}, synsets={synsets}, device={self.embeddings.device})"
 
 
 @dataclass(frozen=True)
@@ -84,7 +122,11 @@ class ConceptMapper:
         windows: window geometry; the default reproduces the reference.
         aggregation: ``"max_then_mean"`` (canonical) or ``"mean_then_max"`` (webapp).
         batch_size: windows per ``encode_images`` call.
-        progress: show a tqdm bar while embedding windows.
+        progress: a tqdm bar with an ETA while embedding windows: True, False, or None (auto: shown once a sweep
+            has run a few seconds).
+        device: where windows are cut and ranks, maps and sums are computed; default the encoder's ``device``
+            attribute (the bundle encoders set it to the model's), else the CPU. The encoder's ``crop_device``
+            (the CPU for the PIL encoder) overrides it for the cutting.
     """
 
     def __init__(
@@ -96,7 +138,8 @@ class ConceptMapper:
         windows: WindowConfig = REFERENCE_WINDOWS,
         aggregation: str = "max_then_mean",
         batch_size: int = 64,
-        progress: bool = False,
+        progress: bool | None = False,
+        device: torch.device | str | None = None,
     ) -> None:
         if isinstance(text_bank, TextBank):
             text_bank.check_matches(vocabulary)
@@ -109,8 +152,12 @@ class ConceptMapper:
                 )
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
+        if device is None:
+            device = getattr(encode_images, "device", None)
+        self.device = torch.device(device if device is not None else "cpu")
+        self.crop_device = torch.device(getattr(encode_images, "crop_device", None) or self.device)
         self.vocabulary = vocabulary
-        self.text_embeddings = embeddings
+        self.text_embeddings = embeddings.to(self.device)
         self.encode_images = encode_images
         self.windows = windows
         self.aggregation = aggregation
@@ -119,7 +166,23 @@ class ConceptMapper:
         grid = window_grid(windows)
         # Windows that miss the image cannot change the map, so they are never embedded.
         self.boxes = grid.boxes[grid.overlaps_image]
+        #: The windows' coverage on the CPU; :attr:`device_coverage` is the same on the mapper's device.
         self.coverage = WindowCoverage(self.boxes, windows.pad, windows.image_size)
+        # float64 rank sums (exact integers) need a device with float64: not MPS.
+        self.device_coverage = self.coverage.to(self.device if self.device.type != "mps" else "cpu")
+        self._sweep_bar = None
+
+    @contextlib.contextmanager
+    def sweep_progress(self, n_images: int) -> Iterator[None]:
+        """One progress bar (with an ETA) over the window sweeps of *n_images* images: every
+        :meth:`window_ranks` call inside the block advances it, following the mapper's ``progress`` setting."""
+        with progress_bar(self.progress, total=n_images * len(self.boxes), desc="ConVis: window sweep",
+                          unit="window") as bar:
+            previous, self._sweep_bar = self._sweep_bar, bar
+            try:
+                yield
+            finally:
+                self._sweep_bar = previous
 
     def window_ranks(self, image: ImageLike) -> WindowRanks:
         """Embed the image's windows and rank the vocabulary in each (the per-image, concept-free work).
@@ -128,19 +191,20 @@ class ConceptMapper:
             image: PIL image, ``(H, W, 3)`` uint8 array or ``(3, H, W)`` uint8 tensor, any aspect ratio.
 
         Returns:
-            :class:`WindowRanks`.
+            :class:`WindowRanks` on the mapper's device; its rank matrix is sorted on first use.
         """
         squared = square_image(image, self.windows.image_size)
         canvas = padded_canvas(squared, self.windows)
         embeddings = embed_windows(
-            canvas, self.boxes, self.encode_images, self.windows, batch_size=self.batch_size, progress=self.progress
-        )
+            canvas, self.boxes, self.encode_images, self.windows, batch_size=self.batch_size, progress=self.progress,
+            device=self.crop_device, bar=self._sweep_bar,
+        ).to(self.device)
         if embeddings.shape[1] != self.text_embeddings.shape[1]:
             raise ValueError(
                 f"image embeddings have {embeddings.shape[1]} dimensions, the text bank {self.text_embeddings.shape[1]}"
             )
-        ranks = similarity_ranks(embeddings, self.text_embeddings)
-        return WindowRanks(image=squared, boxes=self.boxes, embeddings=embeddings, ranks=ranks)
+        similarities = window_similarities(embeddings, self.text_embeddings)
+        return WindowRanks(image=squared, boxes=self.boxes, embeddings=embeddings, similarities=similarities)
 
     def maps(
         self,
@@ -157,16 +221,20 @@ class ConceptMapper:
             aggregation: overrides the mapper's aggregation order.
 
         Returns:
-            :class:`ConceptMaps` with K maps.
+            :class:`ConceptMaps` with K maps, on the mapper's device (all K aggregated at once).
 
         Raises:
             ValueError: for an empty concept list or a concept that is not a noun synset of T.
         """
         names = self.vocabulary.resolve_many(concepts)
         order = aggregation or self.aggregation
-        aggregated = aggregate_ranks(
-            window_ranks.ranks, [self.vocabulary.subtree(n) for n in names], self.coverage, order
-        )
+        subtrees = [self.vocabulary.subtree(n) for n in names]
+        if order not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {order!r}")
+        if order == "max_then_mean":
+            aggregated = aggregate_r_min(window_ranks.subtree_min_ranks(subtrees), self.device_coverage)
+        else:
+            aggregated = aggregate_ranks(window_ranks.ranks, subtrees, self.device_coverage, order)
         return ConceptMaps(
             concepts=names,
             aggregation=order,

@@ -3,13 +3,16 @@
 ConVis needs ``encode_images(uint8 crops) -> (n, E)``. These helpers build it from an ``encode_image`` function
 plus either the model's own PIL preprocessing (:func:`pil_preprocess_image_encoder`, bit-compatible with the
 reference) or an equivalent batched tensor resize on the model's device (:func:`tensor_resize_image_encoder`,
-fast). The text side is :func:`captum_clip.core.text.text_encoder`.
+fast). Both return the embeddings on the device the model ran on, and say where they want the crops cut
+(``crop_device``): the PIL encoder on the CPU, the tensor one on its device, so a GPU sweep never copies a crop
+back to the host. The text side is :func:`captum_clip.core.text.text_encoder`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -19,6 +22,13 @@ from .windows import ImageEncoder
 __all__ = ["pil_preprocess_image_encoder", "tensor_resize_image_encoder"]
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def _placed(encode_images: ImageEncoder, crop_device, device) -> ImageEncoder:
+    """Tag an encoder with where it wants its crops (``crop_device``) and where its embeddings land (``device``)."""
+    encode_images.crop_device = torch.device(crop_device if crop_device is not None else "cpu")
+    encode_images.device = torch.device(device if device is not None else "cpu")
+    return encode_images
 
 
 def pil_preprocess_image_encoder(
@@ -37,18 +47,19 @@ def pil_preprocess_image_encoder(
         device: where to run ``encode_image``; default: the device of the preprocessed batch (CPU).
 
     Returns:
-        ``encode_images(crops: (n, 3, h, w) uint8) -> (n, E)`` float tensor on the CPU.
+        ``encode_images(crops: (n, 3, h, w) uint8) -> (n, E)`` float tensor on *device* (CPU by default); its
+        ``crop_device`` is the CPU, where PIL needs the pixels.
     """
 
     def encode_images(crops: torch.Tensor) -> torch.Tensor:
-        pixels = crops.permute(0, 2, 3, 1).cpu().numpy()
+        pixels = np.ascontiguousarray(crops.permute(0, 2, 3, 1).cpu().numpy())
         batch = torch.stack([preprocess(Image.fromarray(p)) for p in pixels])
         if device is not None:
             batch = batch.to(device)
         with torch.inference_mode():
-            return encode_image(batch).float().cpu()
+            return encode_image(batch).float()
 
-    return encode_images
+    return _placed(encode_images, "cpu", device)
 
 
 def _pil_like_resize(batch: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
@@ -93,7 +104,8 @@ def tensor_resize_image_encoder(
         dtype: the model's floating dtype (e.g. ``torch.float16`` for a half-precision model).
 
     Returns:
-        ``encode_images(crops: (n, 3, h, w) uint8) -> (n, E)`` float32 tensor on the CPU.
+        ``encode_images(crops: (n, 3, h, w) uint8) -> (n, E)`` float32 tensor on *device*; its ``crop_device`` is
+        *device* too, so the sweep cuts the crops there.
     """
     if interpolation not in _INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, not {interpolation!r}")
@@ -114,6 +126,6 @@ def tensor_resize_image_encoder(
         batch = batch[..., top : top + out_h, left : left + out_w]
         batch = ((batch / 255 - shift) / scale).to(dtype)
         with torch.inference_mode():
-            return encode_image(batch).float().cpu()
+            return encode_image(batch).float()
 
-    return encode_images
+    return _placed(encode_images, device, device)

@@ -15,10 +15,17 @@ Geometry (defaults = the reference's ``grid_heatmap``):
 Variants: ``rim_blur=None`` skips the blurred mask (the crop is then the raw canvas pixels), and
 ``crop_minus1=False`` crops the full b×b square; both together give a plain crop.
 The window's score is credited to its full b×b square whatever the crop (see :mod:`.aggregation`).
+
+:func:`window_crop` is the readable one-window definition (numpy). The sweep itself (:func:`iter_crop_batches`,
+:func:`embed_windows`) cuts the same pixels with tensor ops on the encoder's device: the padded canvas goes to the
+device once per image, all windows that share a crop shape and rim are gathered in one indexing op from a
+``Tensor.unfold`` view of it, and the rim alpha is blended on the rim strips with PIL's integer formula, so the
+crops are bit-identical to :func:`window_crop` (``tests/convis/test_on_device.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -40,13 +47,42 @@ __all__ = [
     "padded_canvas",
     "window_grid",
     "window_crop",
+    "canvas_tensor",
+    "cut_windows",
     "iter_crop_batches",
     "embed_windows",
+    "AUTO_PROGRESS_DELAY",
+    "progress_bar",
 ]
 
 #: ``encode_images(crops) -> (n, E)``: crops are a uint8 RGB tensor ``(n, 3, h, w)`` (one shape per call); the
-#: callable does the model's own preprocessing (resize, normalise) and returns raw image embeddings.
+#: callable does the model's own preprocessing (resize, normalise) and returns raw image embeddings, on any device.
+#: An encoder may carry a ``crop_device`` attribute: where it wants the crops cut (its model's device for the
+#: tensor-resize encoder, the CPU for the PIL one); the sweep then cuts them there.
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
+
+#: With ``progress=None`` ("auto", ConVisAttribution's default) the bars appear only once a call has run this many
+#: seconds, so quick calls print nothing and long sweeps (a ViT on a CPU, a big text bank) show an ETA.
+AUTO_PROGRESS_DELAY = 3.0
+
+# Crop bytes cut in one indexing op (64 MiB): the reference's 441 large or 289 small windows are one op each.
+_CUT_BUDGET = 1 << 26
+
+
+def progress_bar(progress: bool | None, *, total: int, desc: str, unit: str):
+    """The tqdm bar of a ConVis stage (it shows the rate and an ETA).
+
+    Args:
+        progress: True: shown at once; None: auto, shown only after :data:`AUTO_PROGRESS_DELAY` seconds; False:
+            never.
+        total: number of units.
+        desc: label.
+        unit: unit name.
+    """
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None (auto), not {progress!r}")
+    return tqdm(total=total, desc=desc, unit=unit, disable=progress is False, dynamic_ncols=True,
+                delay=AUTO_PROGRESS_DELAY if progress is None else 0.0)
 
 ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -266,45 +302,144 @@ def window_crop(canvas: np.ndarray, box: tuple[int, int, int], config: WindowCon
     return (((blended >> 8) + blended) >> 8).astype(np.uint8)
 
 
-def iter_crop_batches(
-    canvas: np.ndarray, boxes: torch.Tensor, config: WindowConfig = REFERENCE_WINDOWS, batch_size: int = 64
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Window crops in batches of equal crop shape, ready for an :data:`ImageEncoder`.
+def canvas_tensor(canvas: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """The padded canvas as a ``(C, C, 3)`` uint8 tensor on *device* (one copy per image).
 
     Args:
-        canvas: ``(C, C, 3)`` uint8.
+        canvas: ``(C, C, 3)`` uint8 array or tensor (e.g. from :func:`padded_canvas`).
+        device: target device; default CPU.
+    """
+    tensor = torch.as_tensor(np.asarray(canvas)) if not isinstance(canvas, torch.Tensor) else canvas
+    if tensor.dtype != torch.uint8 or tensor.ndim != 3 or tensor.shape[2] != 3:
+        raise ValueError(f"expected a (C, C, 3) uint8 canvas, got {tuple(tensor.shape)} {tensor.dtype}")
+    return tensor.to(device or "cpu")
+
+
+@dataclass(frozen=True)
+class _CropGroup:
+    """Windows whose crops have one shape and one rim alpha: cut together."""
+
+    rows: torch.Tensor  # (n,) int64 rows of the boxes
+    height: int
+    width: int
+    rim: tuple | None  # _rim_alpha's arguments, or None for no blending
+
+
+def _crop_groups(boxes: torch.Tensor, height: int, width: int, config: WindowConfig) -> list[_CropGroup]:
+    """Group windows by crop shape and rim alpha, in order of first occurrence, rows in *boxes* order."""
+    shrink = 1 if config.crop_minus1 else 0
+    margin = _blur_margin(config.rim_blur) if config.rim_blur else 0
+    groups: dict[tuple, list[int]] = {}
+    for row, (x, y, b) in enumerate(boxes.long().tolist()):
+        crop_w, crop_h = min(x + b, width) - shrink - x, min(y + b, height) - shrink - y
+        if config.rim_blur:
+            rim = (b, float(config.rim_blur), min(x, margin), min(y, margin), min(width - x - b, margin),
+                   min(height - y - b, margin), crop_w, crop_h)
+        else:
+            rim = None
+        groups.setdefault((crop_h, crop_w, rim), []).append(row)
+    return [_CropGroup(torch.tensor(rows, dtype=torch.long), h, w, rim) for (h, w, rim), rows in groups.items()]
+
+
+@functools.lru_cache(maxsize=64)
+def _rim_tensor(rim: tuple, device: str) -> tuple[torch.Tensor, int]:
+    """``(255 − alpha)`` as int32 ``(h, w)`` on *device*, and the rim's width k: alpha is 0 outside the k-pixel
+    border strips (k = half the crop's short side when it is not, and the whole crop is then blended)."""
+    alpha = torch.from_numpy(np.array(_rim_alpha(*rim)[..., 0], dtype=np.int32))
+    height, width = alpha.shape
+    k = 0
+    while k < (min(height, width) + 1) // 2 and alpha[k : height - k, k : width - k].any():
+        k += 1
+    return (255 - alpha).to(device), k
+
+
+def _blend_black(pixels: torch.Tensor, keep: torch.Tensor) -> None:
+    """In place: PIL's paste of black through an L mask m, ``DIV255(src·(255 − m))``, on uint8 *pixels*
+    ``(n, 3, h, w)`` with ``keep = 255 − m`` ``(h, w)`` int32 (exact integer arithmetic, as in :func:`window_crop`)."""
+    blended = pixels.to(torch.int32) * keep + 128
+    pixels.copy_(((blended >> 8) + blended) >> 8)
+
+
+def cut_windows(canvas: torch.Tensor, xy: torch.Tensor, height: int, width: int,
+                rim: tuple | None = None) -> torch.Tensor:
+    """Cut windows of one crop shape from a canvas tensor in one op, on the canvas's device.
+
+    Args:
+        canvas: ``(C, C, 3)`` uint8 tensor (:func:`canvas_tensor`).
+        xy: ``(n, 2)`` int64 top-left corners ``(x, y)``; every crop must lie inside the canvas.
+        height: crop height.
+        width: crop width.
+        rim: :func:`_rim_alpha`'s arguments, to black out the window's surroundings through the blurred mask (the
+            reference's rim); None for the raw pixels.
+
+    Returns:
+        ``(n, 3, height, width)`` uint8, contiguous, equal to :func:`window_crop` pixel for pixel.
+    """
+    # (C-h+1, C-w+1, 3, h, w) view: entry [y, x] is the crop at (x, y), already channels-first.
+    view = canvas.unfold(0, height, 1).unfold(1, width, 1)
+    xy = xy.to(canvas.device)
+    crops = view[xy[:, 1], xy[:, 0]]
+    if rim is not None:
+        keep, k = _rim_tensor(rim, str(canvas.device))
+        if 2 * k >= min(height, width):
+            _blend_black(crops, keep)
+        elif k:
+            # Only the border strips have a non-zero alpha; inside, DIV255(255·v) = v leaves the pixels as they are.
+            for rows, cols in ((slice(0, k), slice(None)), (slice(height - k, None), slice(None)),
+                               (slice(k, height - k), slice(0, k)), (slice(k, height - k), slice(width - k, None))):
+                _blend_black(crops[:, :, rows, cols], keep[rows, cols])
+    return crops
+
+
+def iter_crop_batches(
+    canvas: np.ndarray | torch.Tensor,
+    boxes: torch.Tensor,
+    config: WindowConfig = REFERENCE_WINDOWS,
+    batch_size: int = 64,
+    *,
+    device: torch.device | str | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Window crops in batches of equal crop shape, ready for an :data:`ImageEncoder`, cut with tensor ops.
+
+    The canvas is copied to *device* once; the windows of each crop shape (and rim) are cut in one op (in chunks
+    of at most 64 MiB of crops) and handed out in batches of *batch_size*.
+
+    Args:
+        canvas: ``(C, C, 3)`` uint8 array or tensor.
         boxes: ``(P, 3)`` windows.
         config: crop options.
         batch_size: most crops per batch.
+        device: where the crops are cut and returned; default CPU (or the device of a canvas tensor).
 
     Yields:
-        ``(indices, crops)``: ``(n,)`` int64 rows of *boxes* and ``(n, 3, h, w)`` uint8 crops.
+        ``(indices, crops)``: ``(n,)`` int64 rows of *boxes* (CPU) and ``(n, 3, h, w)`` uint8 crops on *device*.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
-    shrink = 1 if config.crop_minus1 else 0
-    height, width = canvas.shape[:2]
-    x, y, b = boxes.long().unbind(1)
-    crop_w = torch.minimum(x + b, torch.tensor(width)) - shrink - x
-    crop_h = torch.minimum(y + b, torch.tensor(height)) - shrink - y
-    shapes = torch.stack([crop_h, crop_w], 1)
-    # Group by crop shape (first occurrence order) so each batch stacks into one tensor.
-    for shape in dict.fromkeys(map(tuple, shapes.tolist())):
-        rows = torch.nonzero((shapes == torch.tensor(shape)).all(1)).flatten()
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            crops = np.stack([window_crop(canvas, tuple(boxes[i].tolist()), config) for i in chunk.tolist()])
-            yield chunk, torch.from_numpy(crops).permute(0, 3, 1, 2)
+    if device is None and isinstance(canvas, torch.Tensor):
+        device = canvas.device
+    pixels = canvas_tensor(canvas, device)
+    height, width = pixels.shape[:2]
+    boxes = torch.as_tensor(boxes).long().cpu()
+    for group in _crop_groups(boxes, height, width, config):
+        per_op = max(1, _CUT_BUDGET // (3 * group.height * group.width * batch_size)) * batch_size
+        for start in range(0, len(group.rows), per_op):
+            rows = group.rows[start : start + per_op]
+            crops = cut_windows(pixels, boxes[rows, :2], group.height, group.width, group.rim)
+            for offset in range(0, len(rows), batch_size):
+                yield rows[offset : offset + batch_size], crops[offset : offset + batch_size]
 
 
 def embed_windows(
-    canvas: np.ndarray,
+    canvas: np.ndarray | torch.Tensor,
     boxes: torch.Tensor,
     encode_images: ImageEncoder,
     config: WindowConfig = REFERENCE_WINDOWS,
     *,
     batch_size: int = 64,
-    progress: bool = False,
+    progress: bool | None = False,
+    device: torch.device | str | None = None,
+    bar=None,
 ) -> torch.Tensor:
     """Embed every window's crop.
 
@@ -314,22 +449,30 @@ def embed_windows(
         encode_images: see :data:`ImageEncoder`; called without autograd.
         config: crop options.
         batch_size: most crops per ``encode_images`` call.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (True), never (False), or only when the sweep runs long (None); see
+            :func:`progress_bar`.
+        device: where the crops are cut; default the encoder's ``crop_device`` (else the CPU).
+        bar: an open tqdm bar to advance instead of opening one (a sweep over several images).
 
     Returns:
-        ``(P, E)`` float32 raw embeddings (not normalised), rows in *boxes* order.
+        ``(P, E)`` float32 raw embeddings (not normalised), rows in *boxes* order, on the encoder's output device
+        (the model's, for the bundle encoders).
     """
+    if device is None:
+        device = getattr(encode_images, "crop_device", None)
     out: torch.Tensor | None = None
-    with torch.inference_mode(), tqdm(
-        total=len(boxes), desc="ConVis: embedding windows", unit="window", disable=not progress
-    ) as bar:
-        for rows, crops in iter_crop_batches(canvas, boxes, config, batch_size):
-            emb = torch.as_tensor(encode_images(crops)).detach().float().cpu()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        if bar is None:
+            bar = stack.enter_context(progress_bar(progress, total=len(boxes), desc="ConVis: window sweep",
+                                                   unit="window"))
+        for rows, crops in iter_crop_batches(canvas, boxes, config, batch_size, device=device):
+            emb = torch.as_tensor(encode_images(crops)).detach().float()
             if emb.ndim != 2 or emb.shape[0] != len(rows):
                 raise ValueError(f"encode_images returned shape {tuple(emb.shape)} for {len(rows)} crops")
             if out is None:
-                out = torch.empty(len(boxes), emb.shape[1])
-            out[rows] = emb
+                out = torch.empty(len(boxes), emb.shape[1], device=emb.device)
+            out[rows.to(out.device)] = emb.to(out.device)
             bar.update(len(rows))
     if out is None:
         raise ValueError("no windows to embed")
