@@ -46,11 +46,13 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    processor = platform.processor() or platform.machine()
+    command = (f"python benchmarks/bench_evaluate.py --n {args.n} --devices {args.devices} --batch-size "
+               f"{args.batch_size} --precision {args.precision}")
     lines = [f"# `captum-clip evaluate {args.protocol}`: {args.n} generated scenes, 4 methods", "",
-             f"`python benchmarks/bench_evaluate.py --n {args.n} --devices {args.devices} --batch-size "
-             f"{args.batch_size} --precision {args.precision}` (torch {torch.__version__}, {platform.processor() or "
-             f"platform.machine()}, {torch.get_num_threads()} threads). Shipped 64-px scene model; random-weights rows "
-             "off. images/s per method = scenes / that method's seconds (maps and scoring).", "",
+             f"`{command}` (torch {torch.__version__}, {processor}, {torch.get_num_threads()} threads). Shipped "
+             "64-px scene model; random-weights rows off. images/s per method = scenes / that method's seconds "
+             "(maps and scoring).", "",
              "| device | method | images/s | seconds |", "|---|---|---:|---:|"]
     for device, label in devices(args.devices):
         measured = run(device, args.n, args.batch_size, args.protocol, args.precision)

@@ -87,16 +87,34 @@ class CLIPIntegratedGradients(ClipAttribution, GradientAttribution):
         _check_steps(n_steps, internal_batch_size)
         baselines = _check_baselines(baselines, images)
         classifier, indices = self.logit_targets(self.resolve_targets(target, images.shape[0]), images)
-        result = IntegratedGradients(classifier).attribute(
-            images, baselines=baselines, target=indices, n_steps=n_steps, internal_batch_size=internal_batch_size,
-            return_convergence_delta=return_convergence_delta,
-        )
-        attributions, delta = result if return_convergence_delta else (result, None)
+        attributions, delta = self._integrate(classifier, images, baselines, indices, n_steps, internal_batch_size,
+                                              return_convergence_delta)
         attributions = require_finite(attributions.detach(), "CLIPIntegratedGradients: the attributions")
         if self.channel_reduction == "abs_sum":
             attributions = attributions.abs()
         maps = self._outputs(attributions.sum(dim=1, keepdim=True), images, device, is_tuple)
         return (maps, delta.detach().to(device)) if return_convergence_delta else maps
+
+
+    @staticmethod
+    def _integrate(classifier, images: Tensor, baselines, indices: Tensor, n_steps: int,
+                   internal_batch_size: Optional[int], return_convergence_delta: bool):
+        # Captum's internal batching holds all N inputs in every chunk (it falls back to N when the chunk is
+        # smaller), so images go in groups of at most internal_batch_size: the bound holds for any N.
+        integrated = IntegratedGradients(classifier)
+        group = images.shape[0] if internal_batch_size is None else internal_batch_size
+        parts, deltas = [], []
+        for start in range(0, images.shape[0], group):
+            part = slice(start, start + group)
+            result = integrated.attribute(
+                images[part], baselines=baselines[part] if isinstance(baselines, Tensor) else baselines,
+                target=indices[part], n_steps=n_steps, internal_batch_size=internal_batch_size,
+                return_convergence_delta=return_convergence_delta,
+            )
+            attributions, delta = result if return_convergence_delta else (result, None)
+            parts.append(attributions.detach())
+            deltas.append(delta)
+        return torch.cat(parts), (torch.cat(deltas) if return_convergence_delta else None)
 
 
 def _check_steps(n_steps, internal_batch_size) -> None:

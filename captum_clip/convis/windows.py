@@ -373,7 +373,8 @@ def cut_windows(canvas: torch.Tensor, xy: torch.Tensor, height: int, width: int,
             reference's rim); None for the raw pixels.
 
     Returns:
-        ``(n, 3, height, width)`` uint8, contiguous, equal to :func:`window_crop` pixel for pixel.
+        ``(n, 3, height, width)`` uint8 (channels-last in memory, as the old numpy stack), equal to
+        :func:`window_crop` pixel for pixel.
     """
     # (C-h+1, C-w+1, 3, h, w) view: entry [y, x] is the crop at (x, y), already channels-first.
     view = canvas.unfold(0, height, 1).unfold(1, width, 1)

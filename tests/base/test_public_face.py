@@ -183,3 +183,20 @@ def test_integrated_gradients_refuses_bad_arguments(tiny_classifiers, tiny_bundl
         method.attribute(images, target=0, baselines="zeros")
     one = method.attribute(images, target=0, baselines=torch.zeros(3, 64, 64), n_steps=4)
     torch.testing.assert_close(one, method.attribute(images, target=0, baselines=0.0, n_steps=4))
+
+
+def test_integrated_gradients_bounds_its_batch_for_any_number_of_images(tiny_classifiers, tiny_bundles):
+    """Captum's internal batching keeps all N inputs in every chunk; more images than internal_batch_size are
+    grouped, so the bound holds (and Captum does not fall back with a warning)."""
+    import warnings
+
+    method = CLIPIntegratedGradients(tiny_classifiers["vit"])
+    images = images_for(tiny_bundles["vit"], 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        grouped, delta = method.attribute(images, target=1, n_steps=4, internal_batch_size=2,
+                                          return_convergence_delta=True)
+    whole, whole_delta = method.attribute(images, target=1, n_steps=4, internal_batch_size=None,
+                                          return_convergence_delta=True)
+    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(delta, whole_delta, atol=1e-4, rtol=1e-4)
