@@ -59,7 +59,7 @@ def build_method(name: str, classifier: ZeroShotClassifier, **options) -> Attrib
 def maps_for_targets(method: Attribution, image: Tensor, targets: Sequence, **attribute_kwargs) -> Tensor:
     """One map per target for a single image ``(1, 3, H, W)``: ``(len(targets), H, W)``.
 
-    The image is batched once per target, so every method (forward-only or
-    gradient) answers all targets in one ``attribute`` call.
+    Through the method's ``attribute_all``, so each method answers all targets in its cheapest way (one pass for
+    CLIP Surgery and raw CLIP, one shared forward for Grad-CAM, one window sweep for ConVis).
     """
-    return method.attribute(image.expand(len(targets), -1, -1, -1), target=list(targets), **attribute_kwargs)[:, 0]
+    return method.attribute_all(image, targets=list(targets), **attribute_kwargs)[0]
