@@ -35,8 +35,8 @@ from .concepts import ConceptBasis, VisualConcepts, apply_concept_basis, fit_con
 from .descriptor_bank import BankSource, DescriptorBank, load_descriptor_bank, wordnet_descriptor_bank
 from .information import mutual_descriptor_mask, mutual_information_dynamics
 from .matching import DescriptorMatch, class_descriptors, match_descriptors
-from .prompts import concept_embedding, denormalize_to_uint8, fit_concept_ellipses, normalize_uint8_images, \
-    render_visual_prompts
+from .prompts import RENDERERS, VisualPromptStack, concept_embedding, denormalize_to_uint8, ellipse_masks, \
+    fit_concept_ellipses, normalize_uint8_images, prompt_layers, render_visual_prompts
 from .results import MutualExplanation
 
 __all__ = ["MutualConceptAttribution", "ReferenceLike"]
@@ -221,46 +221,63 @@ class MutualConceptAttribution(ClipAttribution):
         return apply_concept_basis(basis, patches, embeddings, grid, tuple(images.shape[-2:]), self.tower.cell_size)
 
     # ----------------------------------------------------------------------------------------- stage (b)
-    def _encode_prompts(self, prompts: np.ndarray, device) -> Tensor:
-        """(n, H, W, 3) uint8 prompt images -> (n, E) embeddings, in chunks of ``prompt_batch_size``."""
+    def _encode_prompts(self, prompts, device) -> Tensor:
+        """(n, H, W, 3) uint8 prompt images -> (n, E) embeddings, in chunks of ``prompt_batch_size``.
+
+        ``prompts`` is a numpy array, a tensor or a lazy :class:`~.prompts.VisualPromptStack` (composed a chunk at
+        a time, on its device).
+        """
         mean, std = self.mean_std
         rows = []
         with torch.no_grad():
-            for start in range(0, prompts.shape[0], self.prompt_batch_size):
+            for start in range(0, len(prompts), self.prompt_batch_size):
                 batch = normalize_uint8_images(prompts[start:start + self.prompt_batch_size], mean, std)
                 rows.append(require_finite(self.tower.encode(batch.to(device)).float(),
                                            "Mutual Knowledge: the visual-prompt embeddings"))
         return torch.cat(rows) if rows else torch.zeros(0, self.bank_embeddings.prompted.shape[1], device=device)
 
-    def concept_embeddings(self, images: Tensor, concepts: VisualConcepts) -> Tuple[Tensor, Tensor, np.ndarray]:
+    def concept_embeddings(self, images: Tensor, concepts: VisualConcepts, renderer: str = "torch"
+                           ) -> Tuple[Tensor, Tensor, np.ndarray]:
         """Embed every concept through its three visual prompts, all images' prompts in one batched pass.
+
+        The prompts of all (image, concept) pairs are drawn together: ellipse masks and compositing are tensor ops
+        on the images' device (``renderer="torch"``, OpenCV's pixels exactly), then encoded ``prompt_batch_size``
+        at a time. ``renderer="opencv"`` draws them with the reference's ``cv2`` loop instead (same pixels).
 
         Args:
             images: the normalised images ``(B, 3, H, W)`` the concepts belong to.
             concepts: their :class:`VisualConcepts`.
+            renderer: ``"torch"`` or ``"opencv"`` (see :mod:`.prompts`).
 
         Returns:
             ``(z, valid, ellipses)``: z (B, L, E) float32 concept embeddings (mean of the 3 unit-norm prompt
             embeddings, not renormalised; zeros at invalid slots), valid (B, L) bool (concept present with a
             non-empty mask), ellipses (B, L, 5) float64 (NaN at invalid slots).
         """
+        if renderer not in RENDERERS:
+            raise ValueError(f"renderer must be one of {RENDERERS}; got {renderer!r}.")
         b, n_slots = concepts.part_ids.shape
         ellipses = fit_concept_ellipses(concepts.masks)
         slot = torch.arange(n_slots, device=concepts.n_concepts.device)[None, :]
         valid = torch.from_numpy(np.isfinite(ellipses).all(axis=-1)).to(concepts.n_concepts.device)
         valid = valid & (slot < concepts.n_concepts[:, None])
         mean, std = self.mean_std
-        # The reference draws on the uint8 image re-derived from the normalised tensor (truncating).
-        base = denormalize_to_uint8(images, mean, std)
-        prompts = render_visual_prompts(base, ellipses, thickness=self.thickness, blur_ksize=self.blur_ksize)
-        rows, cols = np.nonzero(valid.cpu().numpy())
-        stacked = np.stack([prompts.red[rows, cols], prompts.gray[rows, cols], prompts.blur[rows, cols]], axis=1)
         h, w = images.shape[-2:]
-        embedded = self._encode_prompts(stacked.reshape(-1, h, w, 3), images.device)
+        rows, cols = torch.nonzero(valid.to(images.device), as_tuple=True)
+        # The reference draws on the uint8 image re-derived from the normalised tensor (truncating).
+        if renderer == "torch":
+            base = denormalize_to_uint8(images, mean, std, as_tensor=True)
+            masks = ellipse_masks(torch.from_numpy(ellipses).to(images.device)[rows, cols], (h, w), self.thickness)
+            prompts = VisualPromptStack(prompt_layers(base, self.blur_ksize), rows, masks)
+        else:
+            drawn = render_visual_prompts(denormalize_to_uint8(images, mean, std), ellipses,
+                                          thickness=self.thickness, blur_ksize=self.blur_ksize, renderer="opencv")
+            r, c = rows.cpu().numpy(), cols.cpu().numpy()
+            prompts = np.stack([drawn.red[r, c], drawn.gray[r, c], drawn.blur[r, c]], axis=1).reshape(-1, h, w, 3)
+        embedded = self._encode_prompts(prompts, images.device)
         z = torch.zeros(b, n_slots, embedded.shape[-1], device=images.device)
         if len(rows):
-            z[torch.as_tensor(rows, device=images.device), torch.as_tensor(cols, device=images.device)] = \
-                concept_embedding(embedded.view(len(rows), 3, -1))
+            z[rows, cols] = concept_embedding(embedded.view(len(rows), 3, -1))
         return z, valid.to(images.device), ellipses
 
     # ------------------------------------------------------------------------------------- stages (c, d)

@@ -348,7 +348,43 @@ def _clip_lines(x1, y1, x2, y2, right: int, bottom: int):
 
 
 def _draw_lines(out: Tensor, owner: Tensor, x1, y1, x2, y2) -> None:
-    """Sets the pixels of OpenCV's 8-connected fixed-point ``Line2`` for each segment in ``out`` (N, H, W) bool.
+    """Sets the pixels of OpenCV's thin 8-connected line for each segment in ``out`` (N, H, W) bool.
+
+    OpenCV 5 rounds fixed-point end points to whole pixels and runs Bresenham (``LineIterator``, left to right,
+    clipped to the image by ``clipLine``). Pixel k of a run of length D along the major axis is offset by
+    floor((2 d k + D - 1) / (2 D)) along the minor axis (d = minor length), which is the iterator's error rule in
+    closed form. ``owner`` (S,) is the ellipse of each segment; the end points are (S,) int64 fixed point.
+    """
+    n, h, w = out.shape
+    if x1.numel() == 0:
+        return
+    x1, y1, x2, y2 = ((v + _HALF) >> _SHIFT for v in (x1, y1, x2, y2))
+    x1, y1, x2, y2, drawn = _clip_lines(x1, y1, x2, y2, w - 1, h - 1)
+    swap = x2 < x1  # left to right
+    x1, x2 = torch.where(swap, x2, x1), torch.where(swap, x1, x2)
+    y1, y2 = torch.where(swap, y2, y1), torch.where(swap, y1, y2)
+    dx, dy = x2 - x1, y2 - y1
+    sign_y = torch.where(dy < 0, -1, 1)
+    dy = dy.abs()
+    vertical = dy > dx
+    major, minor = torch.maximum(dx, dy), torch.minimum(dx, dy)
+    count = torch.where(drawn, major, torch.full_like(major, -1))  # pixels 0..count
+    k = torch.arange(int(count.max().item()) + 1, device=out.device)[None, :]
+    step = (2 * minor[:, None] * k + major[:, None] - 1).div(2 * major.clamp(min=1)[:, None], rounding_mode="floor")
+    step = torch.where(major[:, None] > 0, step, torch.zeros_like(step))
+    px = x1[:, None] + torch.where(vertical[:, None], step, k)
+    py = y1[:, None] + sign_y[:, None] * torch.where(vertical[:, None], k, step)
+    ok = (k <= count[:, None]) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    flat = (owner[:, None] * h + py) * w + px
+    sink = n * h * w  # an extra slot takes the pixels not drawn
+    flat = torch.where(ok, flat, torch.full_like(flat, sink))
+    canvas = torch.zeros(sink + 1, dtype=torch.bool, device=out.device)
+    canvas[flat.flatten()] = True
+    out |= canvas[:sink].view(n, h, w)
+
+
+def _draw_fixed_lines(out: Tensor, owner: Tensor, x1, y1, x2, y2) -> None:
+    """Sets the pixels of OpenCV's fixed-point ``Line2`` (the outline ``FillConvexPoly`` draws) in ``out``.
 
     ``owner`` (S,) is the ellipse of each segment; all inputs are (S,) int64 fixed point.
     """
@@ -398,7 +434,9 @@ def _polyline(out: Tensor, x: Tensor, y: Tensor, n: Tensor, closed: bool) -> Non
         x1 = torch.cat([x[last, tail], x1]); y1 = torch.cat([y[last, tail], y1])
         x2 = torch.cat([x[:, 0], x2]); y2 = torch.cat([y[:, 0], y2])
         owner = torch.cat([last, owner])
-    _draw_lines(out, owner, x1, y1, x2, y2)
+        _draw_fixed_lines(out, owner, x1, y1, x2, y2)
+    else:  # PolyLine: thin 8-connected lines between the rounded vertices
+        _draw_lines(out, owner, x1, y1, x2, y2)
 
 
 def _convex_fill(x: Tensor, y: Tensor, n: Tensor, h: int, w: int) -> Tensor:
@@ -508,7 +546,7 @@ def ellipse_masks(
 
 # ------------------------------------------------------------------------------- grey and blurred image
 def gray_uint8(images: Tensor) -> Tensor:
-    """``cv2.cvtColor(RGB2GRAY)`` of uint8 images: (R·4899 + G·9617 + B·1868 + 2^13) >> 14, exactly.
+    """``cv2.cvtColor(RGB2GRAY)`` of uint8 images: (R·9798 + G·19235 + B·3735 + 2^14) >> 15, exactly (OpenCV 5).
 
     Args:
         images: (..., H, W, 3) uint8 RGB tensor.
@@ -517,8 +555,8 @@ def gray_uint8(images: Tensor) -> Tensor:
         (..., H, W) uint8.
     """
     x = images.to(torch.int32)
-    y = x[..., 0] * 4899 + x[..., 1] * 9617 + x[..., 2] * 1868 + (1 << 13)
-    return (y >> 14).to(torch.uint8)
+    y = x[..., 0] * 9798 + x[..., 1] * 19235 + x[..., 2] * 3735 + (1 << 14)
+    return (y >> 15).to(torch.uint8)
 
 
 def _reflect101_index(length: int, radius: int) -> np.ndarray:
