@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from captum.attr import Attribution
+from captum.log import log_usage
 from torch import Tensor
 
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import ClipBundle
+from ..core.precision import autocast
 from ..core.towers import vision_tower
 from ..errors import warn_constant_maps
 from .inputs import check_images, gradient_ready, refuse_additional_forward_args, unpack_inputs
@@ -39,6 +42,25 @@ class ClipAttribution(Attribution):
 
     #: How this method's maps are scaled (shown in the docs' method table).
     map_normalisation: str = ""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # The bundle's precision applies to every method's forward passes without the method knowing: its
+        # attribute runs under autocast. The wrapper goes inside Captum's @log_usage, whose __wrapped__ NoiseTunnel
+        # calls directly.
+        attribute = cls.__dict__.get("attribute")
+        if attribute is not None and not getattr(attribute, "_under_precision", False):
+            inner = getattr(attribute, "__wrapped__", attribute)
+
+            @functools.wraps(inner)
+            def with_precision(self, *args, **kw):
+                with self.autocast():
+                    return inner(self, *args, **kw)
+
+            with_precision._under_precision = True
+            wrapped = log_usage()(with_precision)
+            wrapped._under_precision = True
+            cls.attribute = wrapped
     #: Methods that can also be built from a bare ClipBundle (targets are then texts only).
     accepts_bundle: bool = False
 
@@ -57,6 +79,10 @@ class ClipAttribution(Attribution):
         self.classifier: Optional[ZeroShotClassifier] = classifier
         self.bundle: ClipBundle = bundle
         self.tower = classifier.tower if classifier is not None else vision_tower(bundle.model)
+
+    def autocast(self):
+        """The autocast context of the bundle's precision (a no-op for fp32)."""
+        return autocast(self.bundle.device, self.bundle.precision)
 
     # -- inputs ----------------------------------------------------------------------------------
     def _inputs(self, inputs, additional_forward_args: Any = None, gradients: bool = False
@@ -139,7 +165,8 @@ class ClipAttribution(Attribution):
         images, is_tuple, device = self._inputs(inputs)
         values = target_list(targets, self.classnames)
         self.resolve_targets(values, len(values))  # fail before any pass
-        maps = self._attribute_all(images, values, **attribute_kwargs)
+        with self.autocast():
+            maps = self._attribute_all(images, values, **attribute_kwargs)
         maps = maps.to(device)
         return (maps,) if is_tuple else maps
 

@@ -40,7 +40,8 @@ def _load(args: argparse.Namespace):
         print("captum-clip: no --model given: using the shipped 'shapes' scene model (pass --model NAME "
               "--pretrained FILE for another)", file=sys.stderr)
     try:
-        return load_clip(args.model, pretrained=args.pretrained, device=args.device)
+        return load_clip(args.model, pretrained=args.pretrained, device=args.device,
+                         precision=getattr(args, "precision", "fp32"))
     except (ValueError, FileNotFoundError) as error:
         hint = ""
         if args.pretrained is not None and args.model == "shapes":
@@ -144,7 +145,7 @@ def demo(args: argparse.Namespace) -> Path:
     from ..shipped import generate_scene, single_object_classnames, to_tensor
 
     methods = _method_names(args.method or ["surgery", "clip", "gradcam", "ig"])
-    bundle = load_clip("shapes", device=args.device)
+    bundle = load_clip("shapes", device=args.device, precision=args.precision)
     scene = generate_scene(args.seed, image_size=bundle.input_size[0], n_objects=2)
     image = to_tensor(scene.image[None]).to(bundle.device)
     # The whole colour x shape vocabulary is the label set, as in CLIP Surgery's multi-label mode.
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--device", default="auto",
                                 help="auto (CUDA where present, else CPU; default), cpu, cuda:1, ...")
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
+    explain_parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                                help="autocast precision of the forward passes (weights stay fp32)")
     explain_parser.add_argument("--descriptors", default=None,
                                 help="mutual only: descriptor bank, a {class: [descriptors]} JSON file, 'shapes' "
                                      "(the scene model's bank) or 'wordnet' (generated from WordNet for the --text "
@@ -216,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="methods to compare (default: surgery, clip, gradcam, ig)")
     demo_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     demo_parser.add_argument("--out", default="demo.png")
+    demo_parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                             help="autocast precision of the forward passes (weights stay fp32)")
     demo_parser.set_defaults(run=demo)
 
     from ..shipped.zero_shot import HELD_OUT_SEED_START
@@ -236,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--mprt-samples", type=positive_int, default=16, help="scenes for the (costly) MPRT check")
     bench.add_argument("--ig-steps", type=positive_int, default=50)
     bench.add_argument("--out-dir", default="benchmark_results")
+    bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                       help="autocast precision of the forward passes (weights stay fp32)")
     bench.add_argument("--no-random-weights", action="store_true",
                        help="leave out the rows of every method on the model with random vision weights")
     bench.set_defaults(run=benchmark)

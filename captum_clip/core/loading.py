@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import CheckpointError, WeightsUnavailableError
 from .device import model_device, model_dtype
 from .geometry import PreprocessGeometry, preprocess_geometry
+from .precision import check_precision
 from .towers import vision_tower
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -74,6 +75,8 @@ class ClipBundle:
         pretrained: the tag or checkpoint path of its weights, or None for random weights.
         templates: default prompt templates for classifiers of this model (None: CLIP
             Surgery's 85-template ensemble).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: every method runs its forward passes under autocast
+            in this precision; the weights stay in fp32.
     """
 
     model: nn.Module
@@ -82,6 +85,10 @@ class ClipBundle:
     name: str
     pretrained: Optional[str] = None
     templates: Optional[Tuple[str, ...]] = None
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
 
     @property
     def device(self) -> torch.device:
@@ -217,6 +224,7 @@ def load_clip(
     name_or_config: Union[str, Path],
     pretrained: Optional[Union[str, Path]] = None,
     device: Optional[Union[str, torch.device]] = None,
+    precision: str = "fp32",
 ) -> ClipBundle:
     """Load an open_clip model, its preprocessing and its tokenizer.
 
@@ -229,6 +237,8 @@ def load_clip(
             None for random weights (built-in ``"shapes"`` loads its own weights).
         device: where to put the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (CUDA where
             present, else CPU), or None (CPU, where open_clip builds it).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the methods' forward passes run under autocast
+            in it, with the weights kept in fp32 (see :attr:`ClipBundle.precision`).
 
     Returns:
         A :class:`ClipBundle` with the model in eval mode.
@@ -239,8 +249,10 @@ def load_clip(
         FileNotFoundError: a config or checkpoint path that does not exist.
         CheckpointError: a local checkpoint that is empty, unreadable (truncated, corrupt) or does not fit the
             model (a ``ValueError``); the message names the file.
-        ValueError: a config that is not an open_clip config, or a device that does not exist here.
+        ValueError: a config that is not an open_clip config, a device that does not exist here, or an unknown
+            precision.
     """
+    check_precision(precision)
     name = str(name_or_config)
     pretrained = str(pretrained) if pretrained is not None else None
     device = resolve_device(device)  # before any model is built, so a bad device costs nothing
@@ -302,4 +314,4 @@ def load_clip(
     if device is not None:
         model = model.to(device)
     return ClipBundle(model=model, preprocess=preprocess, tokenizer=tokenizer, name=name, pretrained=pretrained,
-                      templates=BUILTIN_TEMPLATES.get(name))
+                      templates=BUILTIN_TEMPLATES.get(name), precision=precision)
