@@ -355,7 +355,8 @@ def _rim_tensor(rim: tuple, device: str) -> tuple[torch.Tensor, int]:
 
 def _blend_black(pixels: torch.Tensor, keep: torch.Tensor) -> None:
     """In place: PIL's paste of black through an L mask m, ``DIV255(src·(255 − m))``, on uint8 *pixels*
-    ``(n, 3, h, w)`` with ``keep = 255 − m`` ``(h, w)`` int32 (exact integer arithmetic, as in :func:`window_crop`)."""
+    ``(n, 3, h, w)`` with ``keep = 255 − m`` ``(h, w)`` int32: exact integer arithmetic, as in :func:`window_crop`.
+    """
     blended = pixels.to(torch.int32) * keep + 128
     pixels.copy_(((blended >> 8) + blended) >> 8)
 
