@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..base.method import ClipAttribution
 from ..core.classifier import ZeroShotClassifier
 from . import protocol_scores as scores
 from .convis_wsol import max_box_accuracy_stats, summarise_box_accuracy
@@ -45,6 +46,21 @@ class Method:
         with torch.no_grad() if not _needs_gradients(self.attribution) else _enabled():
             maps = self.attribution.attribute(images, target=list(targets), **self.attribute_kwargs)
         return maps[:, 0].float()
+
+    def query_maps(self, images: torch.Tensor, items: Sequence[int], targets: Sequence[int]) -> torch.Tensor:
+        """``(Q, H, W)`` maps of the pairs ``(images[items[q]], targets[q])``.
+
+        A method with its own ``attribute_all`` (one pass for Surgery and raw CLIP, one shared forward for
+        Grad-CAM, one window sweep for ConVis) answers every target of the batch at once and the pairs are picked
+        from it; the others explain each pair.
+        """
+        if type(self.attribution)._attribute_all is ClipAttribution._attribute_all:
+            return self.maps(images[list(items)], targets)
+        union = sorted(set(targets))
+        with torch.no_grad() if not _needs_gradients(self.attribution) else _enabled():
+            every = self.attribution.attribute_all(images, targets=union, **self.attribute_kwargs)
+        column = torch.as_tensor([union.index(t) for t in targets], device=every.device)
+        return every[torch.as_tensor(list(items), device=every.device), column].float()
 
 
 def _needs_gradients(attribution) -> bool:
@@ -116,7 +132,7 @@ def _query_maps(method: Method, batch: Dict[str, Any], skip_difficult: bool = Tr
     items, classes = _class_queries(batch, skip_difficult)
     if not items:
         return None
-    return items, classes, method.maps(batch["image"][items], [c - 1 for c in classes])
+    return items, classes, method.query_maps(batch["image"], items, [c - 1 for c in classes])
 
 
 class PointingGame(Protocol):
@@ -312,7 +328,7 @@ class BoxLocalisation(Protocol):
                 classes.append(c)
         if not items:
             return []
-        maps = method.maps(batch["image"][items], [c - 1 for c in classes])
+        maps = method.query_maps(batch["image"], items, [c - 1 for c in classes])
         rows = []
         for q, (item, c) in enumerate(zip(items, classes)):
             boxes = batch["boxes"][item][batch["box_labels"][item] == c].numpy()
