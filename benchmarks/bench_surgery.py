@@ -38,6 +38,8 @@ def run(device: torch.device, repeats: int, batch: int, classes: int) -> list:
         ("vanilla encode_image", f"B={batch}", vanilla),
         ("SurgeryCAM (label set, predicted class)", f"B={batch}, K={classes}", lambda: surgery.attribute(images)),
         ("SurgeryCAM, all K maps", f"B={batch}, K={classes}", lambda: surgery.attribute_all(images)),
+        ("SurgeryCAM, the reference's way", f"{batch} images one at a time, K={classes}",
+         lambda: [surgery.attribute(images[i:i + 1]) for i in range(batch)]),
         ("raw CLIP similarity", f"B={batch}, K={classes}", lambda: raw.attribute(images)),
         ("Grad-CAM, 10 targets", f"B={batch}, 10 calls", lambda: [gradcam.attribute(images, target=k) for k in range(10)]),
         ("Grad-CAM attribute_all, 10 targets", f"B={batch}, one shared forward",
