@@ -3,7 +3,13 @@
 Both runs compute the same thing the same way (and the script checks that they agree): the visual concepts are
 fitted jointly on the B images, then every image is explained. The batched run is one ``explain(images)`` call;
 the loop is the reference's way, the joint fit once (``fit_concepts``) and then ``explain`` image by image
-against it. Bank embeddings are computed (or read from the cache) when the method is built and are not timed.
+against it. The two are timed in alternation, and the speed-up is the median of the per-pair ratios (robust to
+other jobs sharing the machine). Bank embeddings are computed (or read from the cache) when the method is built
+and are not timed.
+
+A second table times the two steps that were vectorised, on the same B images: drawing the visual prompts of all
+B x L concepts (tensor renderer vs the reference's ``cv2`` loop, identical pixels) and the descriptor matching
+(Sinkhorn stopped on convergence vs the fixed 1000 iterations), with the iterations Sinkhorn used.
 
 Default set-up: the shipped scene model (``load_clip("shapes")``), B = 8 generated two-object scenes, and a
 WordNet descriptor bank for the 1000 ImageNet class names (D of the order of the paper's 4,229, so the top-500
@@ -11,7 +17,8 @@ intersection and the Sinkhorn problem have the paper's sizes).
 
     python benchmarks/bench_mutual.py [--model shapes] [--pretrained FILE]
         [--descriptors wordnet-imagenet|scenes|FILE.json]
-        [--batch 8] [--repeats 3] [--devices cpu,cuda] [--metrics 36] [--out benchmarks/results_mutual.md]
+        [--batch 8] [--repeats 3] [--devices cpu,cuda] [--threads N] [--metrics 36] [--no-stages]
+        [--out benchmarks/results_mutual.md]
 
 ``--metrics N`` also reports the paper's concept metrics (Deletion, Insertion, AccDrop, AccInc) on N
 single-object scenes (concepts fitted per scene), in importance order and in reversed order.
@@ -22,19 +29,22 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
 import open_clip
 import torch
 
-from _timing import devices, median_clock
+from _timing import clock, devices, median_clock
 
 from captum_clip import ZeroShotClassifier, load_clip
 from captum_clip.shipped import generate_scene, single_object_classnames, to_tensor
 from captum_clip.shipped.zero_shot import ZERO_SHOT_TEMPLATES
 from captum_clip.mutual import MutualConceptAttribution, load_descriptor_bank, wordnet_descriptor_bank
 from captum_clip.evaluation.concept_metrics import concept_perturbation_curves, trapezoid_auc
+from captum_clip.mutual.matching import match_descriptors
+from captum_clip.mutual.prompts import denormalize_to_uint8, fit_concept_ellipses, render_visual_prompts
 from captum_clip.mutual.results import ranked_concept_masks
 from captum_clip.shipped.presets import scene_descriptor_bank
 
@@ -61,6 +71,7 @@ def same(a, b) -> bool:
 
 
 def throughput(method, images, repeats: int, device: torch.device):
+    """Median seconds of the batched call and of the loop, the median per-pair ratio, and whether they agree."""
     def batched():
         return method.explain(images)
 
@@ -68,8 +79,41 @@ def throughput(method, images, repeats: int, device: torch.device):
         basis = method.fit_concepts(images)
         return [method.explain(images[i:i + 1], reference_images=basis)[0] for i in range(images.shape[0])]
 
-    agree = all(same(a, b) for a, b in zip(batched(), loop()))
-    return median_clock(batched, device, repeats), median_clock(loop, device, repeats), agree
+    agree = all(same(a, b) for a, b in zip(batched(), loop()))  # also the warm-up
+    times_b, times_l, ratios = [], [], []
+    for _ in range(repeats):
+        t_l = clock(loop, device)
+        t_b = clock(batched, device)
+        times_b.append(t_b)
+        times_l.append(t_l)
+        ratios.append(t_l / t_b)
+    return statistics.median(times_b), statistics.median(times_l), statistics.median(ratios), agree
+
+
+def stage_times(method, images, repeats: int, device: torch.device):
+    """The vectorised steps on the batch: prompt drawing (torch vs OpenCV loop) and matching (stop vs 1000)."""
+    concepts = method.visual_concepts(images)
+    mean, std = method.mean_std
+    ellipses = fit_concept_ellipses(concepts.masks)
+    base = denormalize_to_uint8(images, mean, std)
+    n_pairs = int(torch.isfinite(torch.from_numpy(ellipses)).all(-1).sum())
+    draw = {r: median_clock(lambda r=r: render_visual_prompts(base, ellipses, method.thickness, method.blur_ksize,
+                                                              renderer=r), device, repeats)
+            for r in ("torch", "opencv")}
+    z, valid, _ = method.concept_embeddings(images, concepts)
+    bank = method.bank_embeddings.to(images.device)
+    scores, relevance = z @ bank.prompted.T, concepts.image_embeddings.to(images.device) @ bank.bare.T
+
+    def match(tol):
+        return match_descriptors(scores, relevance, valid, k=method.k, offset=method.offset, tau=method.tau,
+                                 sinkhorn_iters=method.sinkhorn_iters, top=method.top,
+                                 score_scale=method.score_scale, sinkhorn_tol=tol)
+
+    fast, slow = match(1e-12), match(None)
+    agree = torch.equal(fast.selected, slow.selected) and torch.equal(fast.dv_ids, slow.dv_ids)
+    matching = {tol: median_clock(lambda tol=tol: match(tol), device, repeats) for tol in (1e-12, None)}
+    iters = fast.sinkhorn_iters.tolist()
+    return n_pairs, draw, matching, iters, agree
 
 
 def concept_metrics(method, classifier, n_images: int, device):
@@ -107,8 +151,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--devices", default="cpu,cuda")
     parser.add_argument("--metrics", type=int, default=0, help="also report concept metrics on this many scenes")
+    parser.add_argument("--no-stages", action="store_true", help="skip the table of the vectorised steps")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 keeps a shared machine's timings stable")
     parser.add_argument("--out", default=None, help="also write the markdown tables here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     bank = descriptor_bank(args.descriptors)
     machine = platform.processor() or platform.machine()
@@ -116,20 +165,32 @@ def main() -> None:
     load = f", load average {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else ""
     lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {machine}, "
              f"{torch.get_num_threads()} CPU threads{load}; model `{args.model}`, bank `{args.descriptors}` "
-             f"(D = {len(bank)}), paper hyper-parameters (L = 5, k = 500, 1000 Sinkhorn iterations, u = 50)", ""]
+             f"(D = {len(bank)}), paper hyper-parameters (L = 5, k = 500, at most 1000 Sinkhorn iterations, "
+             "u = 50)", ""]
     for device, label in devices(args.devices):
         bundle = load_clip(args.model, pretrained=args.pretrained, device=device)
         classifier = ZeroShotClassifier(bundle, single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
         method = MutualConceptAttribution(classifier, bank)
         images = scenes(bundle, range(args.batch), n_objects=2)[0].to(device)
-        batched, loop, agree = throughput(method, images, args.repeats, device)
+        batched, loop, ratio, agree = throughput(method, images, args.repeats, device)
         b = args.batch
         lines += [f"### explain throughput, {label}", "",
                   "| B | batched: images/s | one at a time: images/s | speed-up | same results |",
                   "|---:|---:|---:|---:|:---:|",
-                  f"| {b} | {b / batched:.2f} | {b / loop:.2f} | {loop / batched:.2f}x | {'yes' if agree else 'NO'} |",
-                  "", f"(median of {args.repeats} runs after a warm-up: {batched:.3f} s batched, "
-                  f"{loop:.3f} s loop)", ""]
+                  f"| {b} | {b / batched:.2f} | {b / loop:.2f} | {ratio:.2f}x | {'yes' if agree else 'NO'} |",
+                  "", f"(median of {args.repeats} alternating runs after a warm-up: {batched:.3f} s batched, "
+                  f"{loop:.3f} s loop; speed-up = median of the per-pair loop / batched ratios)", ""]
+        if not args.no_stages:
+            n_pairs, draw, matching, iters, same_picks = stage_times(method, images, args.repeats, device)
+            lines += [f"### vectorised steps on the {b} images, {label}", "",
+                      "| step | vectorised | reference way | ratio | notes |", "|---|---:|---:|---:|---|",
+                      f"| visual prompts of {n_pairs} concepts (x3) | {draw['torch'] * 1e3:.1f} ms (tensor) | "
+                      f"{draw['opencv'] * 1e3:.1f} ms (cv2 loop) | {draw['opencv'] / draw['torch']:.2f}x | "
+                      "identical pixels |",
+                      f"| descriptor matching (Sinkhorn) | {matching[1e-12] * 1e3:.1f} ms (stop at 1e-12) | "
+                      f"{matching[None] * 1e3:.1f} ms (1000 iterations) | {matching[None] / matching[1e-12]:.2f}x | "
+                      f"iterations used {min(iters)}-{max(iters)}; same picks: {'yes' if same_picks else 'NO'} |",
+                      "", f"(median of {args.repeats} runs after a warm-up)", ""]
         if args.metrics:
             rows, accuracy = concept_metrics(method, classifier, args.metrics, device)
             lines += [f"### concept metrics, {args.metrics} single-object scenes (zero-shot top-1 {accuracy:.2f}), "

@@ -128,11 +128,14 @@ def sinkhorn(
     ``stopThr`` 1e-9 on a probability vector), image b stops when the row sums its next row step divides by are all
     within ``tol`` of M_b / L_b, relatively. Those row sums are the ones the next iteration needs anyway, so the
     check costs one comparison (and, on a GPU, one host sync every ``check_every`` iterations). A stopped image is
-    left alone while the others go on, so a batch gives each image the iterations it would get alone. With
-    ``tol`` 1e-12 the plan is within about 1e-12 (relative) of the ``iters``-iteration one whenever it stops
-    early; CLIP-like scores stop after 5-10 iterations instead of 1000. A support that never reaches the rule
-    (float32 rounding above ``tol``, or a mask whose active block is not connected) runs all ``iters``, which is
-    the fixed-iteration result.
+    left alone while the others go on, so a batch gives each image the iterations it would get alone.
+
+    Sinkhorn converges linearly, so when the rule fires the plan is within err/(1 - rate) of its limit; an image
+    that can reach ``tol`` within ``iters`` iterations has 1 - rate >= ln(1/tol)/iters, which bounds the distance
+    to the ``iters``-iteration plan by a few tens of ``tol`` (relative; < 1e-10 for the default 1e-12, far inside
+    the golden rtol 1e-5). CLIP-like scores stop after 2-10 iterations instead of 1000. A support that never
+    reaches the rule (float32 rounding above ``tol``, or a mask whose active block is not connected) runs all
+    ``iters``, which is the fixed-iteration result.
 
     Args:
         cost: (B, L, M) similarities (2.5·ℓ in the paper); higher = more mass.
@@ -172,7 +175,8 @@ def sinkhorn(
             err = torch.where(work_rows, (row_sum[..., 0] / work_target - 1).abs(), torch.zeros_like(row_sum[..., 0]))
             done = err.amax(dim=-1) <= tol
             if bool(done.any()):
-                plan[live[done]] = work[done]
+                if work is not plan:  # (until the first image stops, the work is the plan itself)
+                    plan[live[done]] = work[done]
                 used[live[done]] = it
                 keep = ~done
                 live, work, row_sum = live[keep], work[keep], row_sum[keep]
@@ -181,7 +185,7 @@ def sinkhorn(
                     break
         work /= row_sum.clamp_min_(tiny)
         work /= work.sum(dim=-2, keepdim=True).clamp_min_(tiny)
-    if stop and live.numel():
+    if stop and live.numel() and work is not plan:
         plan[live] = work
     return (plan, used) if return_iters else plan
 
