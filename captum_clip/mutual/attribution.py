@@ -85,7 +85,7 @@ class MutualConceptAttribution(ClipAttribution):
         k (int): per-concept top-k of the candidate intersection (500; clipped to the bank size).
         offset (float): relevance-filter offset below the candidates' mean relevance (0.02).
         tau (float): Sinkhorn temperature (1).
-        sinkhorn_iters (int): Sinkhorn iterations (1000).
+        sinkhorn_iters (int): at most this many Sinkhorn iterations (1000); it stops earlier on convergence.
         top (int): descriptors per concept (3).
         u (int): size of the class's descriptor set D_ŷ (None: the defaults table's, 50, or 8 for the shipped
             model's scene bank; clipped to the bank size).
