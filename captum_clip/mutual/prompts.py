@@ -383,12 +383,7 @@ def _draw_lines(out: Tensor, owner: Tensor, x1, y1, x2, y2) -> None:
     px = x1[:, None] + torch.where(vertical[:, None], step, k)
     py = y1[:, None] + sign_y[:, None] * torch.where(vertical[:, None], k, step)
     ok = (k <= count[:, None]) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
-    flat = (owner[:, None] * h + py) * w + px
-    sink = n * h * w  # an extra slot takes the pixels not drawn
-    flat = torch.where(ok, flat, torch.full_like(flat, sink))
-    canvas = torch.zeros(sink + 1, dtype=torch.bool, device=out.device)
-    canvas[flat.flatten()] = True
-    out |= canvas[:sink].view(n, h, w)
+    _set_pixels(out, owner, px, py, ok)
 
 
 def _draw_fixed_lines(out: Tensor, owner: Tensor, x1, y1, x2, y2) -> None:
@@ -422,6 +417,12 @@ def _draw_fixed_lines(out: Tensor, owner: Tensor, x1, y1, x2, y2) -> None:
     py = torch.cat([((y2 + _HALF) >> _SHIFT)[:, None], py], dim=1)
     ok = torch.cat([drawn[:, None], k[None, :] <= count[:, None]], dim=1)
     ok &= (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    _set_pixels(out, owner, px, py, ok)
+
+
+def _set_pixels(out: Tensor, owner: Tensor, px: Tensor, py: Tensor, ok: Tensor) -> None:
+    """``out[owner, py, px] = True`` where ``ok``, in one scatter (``px``, ``py``, ``ok``: (S, P))."""
+    n, h, w = out.shape
     flat = (owner[:, None] * h + py) * w + px
     sink = n * h * w  # an extra slot takes the pixels not drawn
     flat = torch.where(ok, flat, torch.full_like(flat, sink))
