@@ -17,10 +17,7 @@ from .mutual import MutualConceptAttribution
 
 
 def _convis(classifier: ZeroShotClassifier, **options) -> Attribution:
-    # Imported on first use: ConVis needs nltk and WordNet, which the other methods do not.
-    from .convis.attribution import ConVisAttribution
-
-    return ConVisAttribution(classifier, **options)
+    return method_class("convis")(classifier, **options)
 
 
 #: name -> factory(classifier, **options)
@@ -43,6 +40,7 @@ def method_class(name: str) -> type:
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose from {sorted(METHODS)}.")
     if name == "convis":
+        # Imported on first use: ConVis needs nltk and WordNet, which the other methods do not.
         from .convis.attribution import ConVisAttribution
 
         return ConVisAttribution
@@ -51,9 +49,7 @@ def method_class(name: str) -> type:
 
 def build_method(name: str, classifier: ZeroShotClassifier, **options) -> Attribution:
     """Construct the method registered as ``name`` for ``classifier``."""
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; choose from {sorted(METHODS)}.")
-    return METHODS[name](classifier, **options)
+    return method_class(name)(classifier, **options)
 
 
 def maps_for_targets(method: Attribution, image: Tensor, targets: Sequence, **attribute_kwargs) -> Tensor:

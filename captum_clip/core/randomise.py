@@ -9,10 +9,12 @@ table therefore reports each method on this copy too. The text tower keeps its w
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch import nn
 
+from .device import model_device
 from .loading import ClipBundle
 
 
@@ -30,19 +32,22 @@ def _reinitialise(module: nn.Module) -> None:
 
 
 def randomised_vision_copy(bundle: ClipBundle, seed: int = 0) -> ClipBundle:
-    """A deep copy of ``bundle`` with every vision-tower weight drawn again, reproducibly from ``seed``.
+    """A copy of ``bundle`` with every vision-tower weight drawn again, reproducibly from ``seed``.
 
-    The caller's model is not touched (the copy is made first) and the global random state is restored.
+    The vision tower is copied; the text tower's tensors are shared with the original (they are only read), so
+    the copy costs the vision tower's memory. The caller's model is not touched and the global random state is
+    restored.
 
     Returns:
-        A :class:`ClipBundle` named ``"<name> (random weights)"`` on the same device, in eval mode.
+        A :class:`ClipBundle` named ``"<name> (random weights)"`` on the same device and precision, in eval mode.
     """
-    model = copy.deepcopy(bundle.model)
-    devices = [model.logit_scale.device] if model.logit_scale.device.type == "cuda" else []
+    shared = {id(t): t for name, t in bundle.model.state_dict(keep_vars=True).items() if not name.startswith("visual.")}
+    model = copy.deepcopy(bundle.model, memo=dict(shared))
+    device = model_device(model)
+    devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for module in model.visual.modules():
             _reinitialise(module)
     model.eval()
-    return ClipBundle(model, bundle.preprocess, bundle.tokenizer, f"{bundle.name} (random weights)",
-                      pretrained=None, templates=bundle.templates)
+    return dataclasses.replace(bundle, model=model, name=f"{bundle.name} (random weights)", pretrained=None)

@@ -85,7 +85,3 @@ def gather_to_main(items: list, context: Context) -> Optional[list]:
     dist.gather_object(list(items), gathered, dst=0)
     return [item for part in gathered for item in part] if context.is_main else None
 
-
-def barrier(context: Context) -> None:
-    if context.distributed:
-        dist.barrier()

@@ -12,7 +12,7 @@ score means (on the shipped scenes a random ViT already localises well on some m
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -29,15 +29,15 @@ from tqdm.auto import tqdm
 
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import ClipBundle
+from ..core.precision import check_precision
 from ..core.randomise import randomised_vision_copy
 from ..methods import build_method, method_class
 from .benchmark import RANDOM_WEIGHTS as RANDOM_SUFFIX, parse_method_spec
 from .datasets import EvalDataset, PreparedDataset, collate
-from .distributed import Context, barrier, batches, gather_to_main, process_group, shard
+from .distributed import Context, batches, gather_to_main, process_group, shard
 from .protocols import PROTOCOLS, Method, Protocol
 from .reports import write_outputs
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Bootstrap replicates behind every standard error (over images, seeded).
 BOOTSTRAP = 200
 
@@ -104,15 +104,8 @@ def build_methods(specs: Sequence[str], classifier: ZeroShotClassifier, random_c
         methods[spec] = Method(build_method(name, classifier, **built), called, name, built)
         if random_classifier is not None:
             methods[spec + RANDOM_SUFFIX] = Method(build_method(name, random_classifier, **built), called, name,
-                                                   built)
+                                                   built, reference=classifier)
     return methods
-
-
-def _autocast(device: torch.device, precision: str):
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _shard_path(out_dir: Path, batch_number: int) -> Path:
@@ -160,32 +153,43 @@ def run_evaluation(config: EvaluationConfig, dataset: EvalDataset, bundle: ClipB
     """
     if config.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {config.protocol!r}; choose from {', '.join(PROTOCOLS)}.")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {config.precision!r}.")
+    # The run's precision is the bundle's: every method autocasts its own forward passes in it.
+    bundle = dataclasses.replace(bundle, precision=check_precision(config.precision))
     protocol: Protocol = PROTOCOLS[config.protocol](**config.options)
     protocol.check(dataset)
     out_dir = Path(out_dir)
     digest = config.digest()
+    home = bundle.device
     with process_group(device) as context:
         bundle.model.to(context.device)
-        classifier = classifier or ZeroShotClassifier(bundle, protocol.label_set(dataset))
-        random_classifier = None
-        if config.sanity:
-            random_bundle = randomised_vision_copy(bundle, config.random_weights_seed)
-            random_classifier = ZeroShotClassifier(random_bundle, classifier.classnames, classifier.templates,
-                                                   classifier.logit_scale)
-        methods = build_methods(config.methods, classifier, random_classifier)
-        rows, timing = _run_shard(protocol, dataset, bundle, classifier, methods, config, context, out_dir, digest,
-                                  workers, resume, progress)
-        all_rows = gather_to_main(rows, context)
-        all_timing = gather_to_main([timing], context)
-        barrier(context)
-        if not context.is_main:
-            return None
-        results = summarise(protocol, config, dataset, all_rows, list(methods), _merge_timing(all_timing))
-        results["timing"]["processes"] = context.world_size
-        write_outputs(results, all_rows, protocol, out_dir)
-        return results
+        try:
+            return _evaluate(protocol, config, dataset, bundle, classifier, context, out_dir, digest, workers,
+                             resume, progress)
+        finally:
+            bundle.model.to(home)  # the caller's model goes back where it was
+
+
+def _evaluate(protocol: Protocol, config: EvaluationConfig, dataset: EvalDataset, bundle: ClipBundle,
+              classifier: Optional[ZeroShotClassifier], context: Context, out_dir: Path, digest: str, workers: int,
+              resume: bool, progress: bool) -> Optional[Dict[str, Any]]:
+    classifier = classifier or ZeroShotClassifier(bundle, protocol.label_set(dataset))
+    random_classifier = None
+    if config.sanity:
+        random_bundle = randomised_vision_copy(bundle, config.random_weights_seed)
+        random_classifier = ZeroShotClassifier(random_bundle, classifier.classnames, classifier.templates,
+                                               classifier.logit_scale, classifier._cache_dir,
+                                               classifier._use_cache)
+    methods = build_methods(config.methods, classifier, random_classifier)
+    rows, timing = _run_shard(protocol, dataset, bundle, classifier, methods, config, context, out_dir, digest,
+                              workers, resume, progress)
+    all_rows = gather_to_main(rows, context)
+    all_timing = gather_to_main([timing], context)
+    if not context.is_main:
+        return None
+    results = summarise(protocol, config, dataset, all_rows, list(methods), _merge_timing(all_timing))
+    results["timing"]["processes"] = context.world_size
+    write_outputs(results, all_rows, protocol, out_dir)
+    return results
 
 
 def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, classifier: ZeroShotClassifier,
@@ -213,8 +217,7 @@ def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, cla
             batch_rows = []
             for key, method in methods.items():
                 start = time.perf_counter()
-                with _autocast(context.device, config.precision):
-                    scored = protocol.score(method, batch)
+                scored = protocol.score(method, batch)
                 if context.device.type == "cuda":
                     torch.cuda.synchronize(context.device)
                 timing[key] += time.perf_counter() - start
@@ -228,11 +231,12 @@ def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, cla
 
 
 def _merge_timing(parts: List[dict]) -> Dict[str, Any]:
+    # Ranks run side by side: a method's wall time is its slowest rank's, and the throughput is of all ranks.
     images = sum(p["images"] for p in parts)
     seconds = {}
     for part in parts:
         for key, value in part["seconds"].items():
-            seconds[key] = seconds.get(key, 0.0) + value
+            seconds[key] = max(seconds.get(key, 0.0), value)
     return {"images_computed": images,
             "images_per_second": {k: (images / v if v > 0 else None) for k, v in seconds.items()},
             "seconds": seconds}

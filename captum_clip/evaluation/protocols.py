@@ -36,6 +36,14 @@ class Method:
     #: The registry name and constructor options, for protocols that rebuild it (Quantus's explain funcs).
     name: str = ""
     options: Dict[str, Any] = None
+    #: The trained model's classifier, whose prediction is the target of a random-weights row too (so that
+    #: both rows explain the same class).
+    reference: Optional[ZeroShotClassifier] = None
+
+    @torch.no_grad()
+    def predicted(self, images: torch.Tensor) -> List[int]:
+        """The class the trained model predicts for each image (the target of ``target=predicted``)."""
+        return (self.reference or self.classifier)(images).argmax(dim=-1).tolist()
 
     @property
     def classifier(self) -> ZeroShotClassifier:
@@ -280,8 +288,7 @@ class BinarySegmentation(Protocol):
         if self.options["target"] == "gt":
             targets = [label - 1 for label in batch["label"]]
         else:
-            with torch.no_grad():
-                targets = method.classifier(images).argmax(dim=-1).tolist()
+            targets = method.predicted(images)
         maps = method.maps(images, targets)
         truth = torch.stack([(m != 0) & (m != IGNORE) for m in batch["mask"]]).to(maps.device)
         stats = scores.binary_segmentation_stats(maps, truth)
@@ -361,8 +368,7 @@ class Perturbation(Protocol):
         if target == "gt":
             targets = [label - 1 for label in batch["label"]]
         else:
-            with torch.no_grad():
-                targets = classifier(images).argmax(dim=-1).tolist()
+            targets = method.predicted(images)
         maps = method.maps(images, targets)
         mean, std = classifier.bundle.image_mean_std
         generator = torch.Generator().manual_seed(int(self.options["seed"]))

@@ -23,3 +23,13 @@ def test_every_vision_weight_is_drawn_again_reproducibly_and_the_text_tower_kept
                 assert torch.equal(parameter, originals[name]), name
         assert any(not torch.equal(p, q) for p, q in zip(first.model.visual.parameters(), other.model.visual.parameters()))
         assert first.name.endswith("(random weights)") and not first.model.training
+
+
+def test_the_copy_shares_the_text_tower_and_keeps_the_precision(tiny_bundles):
+    import dataclasses
+
+    bundle = dataclasses.replace(tiny_bundles["vit"], precision="bf16")
+    copy = randomised_vision_copy(bundle, 0)
+    assert copy.precision == "bf16" and copy.preprocess is bundle.preprocess
+    assert copy.model.token_embedding.weight is bundle.model.token_embedding.weight  # shared, only read
+    assert copy.model.visual.conv1.weight is not bundle.model.visual.conv1.weight
