@@ -89,7 +89,7 @@ class CLIPGradCAM(ClipAttribution, LayerAttribution, GradientAttribution):
         activation = require_finite(activation.detach(), "CLIPGradCAM: the layer activations").requires_grad_(True)
         with torch.enable_grad():
             pooled = require_finite(self.tower.gradcam_head(activation).float(), "the image embedding")
-            logits = classifier.logit_scale * F.normalize(pooled, dim=-1) @ text.to(pooled.device).T
+            logits = classifier.embedding_logits(F.normalize(pooled, dim=-1), text)
             k = len(targets)
             basis = torch.eye(k, device=logits.device, dtype=logits.dtype)[:, None, :].expand(k, *logits.shape)
             (gradients,) = torch.autograd.grad(logits, activation, grad_outputs=basis, is_grads_batched=True)

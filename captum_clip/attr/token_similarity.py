@@ -71,7 +71,10 @@ class TokenSimilarityAttribution(ClipAttribution):
         return require_finite(tokens, f"{name}: the image tokens"), require_finite(pooled, f"{name}: the image embedding")
 
     def _target_grid_maps(self, images: Tensor, targets: ResolvedTargets, grid: Tuple[int, int]) -> Tensor:
-        tokens, pooled = self._finite_tokens(images)
+        return self._token_grid_maps(*self._finite_tokens(images), targets, grid)
+
+    def _token_grid_maps(self, tokens: Tensor, pooled: Tensor, targets: ResolvedTargets,
+                         grid: Tuple[int, int]) -> Tensor:
         if targets.texts is None:
             indices = targets.indices if not targets.predicted else self.predicted_classes(embeddings=pooled)
             return self._class_maps(tokens, indices, grid)
@@ -95,12 +98,19 @@ class TokenSimilarityAttribution(ClipAttribution):
     @torch.no_grad()
     def _attribute_all(self, images: Tensor, targets: list, interpolate: bool = True) -> Tensor:
         resolved = self.resolve_targets(targets, len(targets))
+        tokens, pooled = self._finite_tokens(images)
+        grid = self._grid(images)
         if resolved.indices is None:
-            return super()._attribute_all(images, targets, interpolate=interpolate)
-        # Classes only: one pass scores every class, and the K asked for are gathered from it.
-        tokens, _ = self._finite_tokens(images)
-        scores = self._class_scores(tokens)[..., resolved.indices.to(tokens.device)]
-        grid_maps = minmax(patch_scores_to_grid(scores, self._grid(images)), dim=(-2, -1))
+            # Texts among the targets: the batch's tokens are computed once and scored against every (image, text).
+            n, k = images.shape[0], len(targets)
+            pairs = self.resolve_targets(targets * n, n * k)
+            grid_maps = self._token_grid_maps(tokens.repeat_interleave(k, dim=0), pooled.repeat_interleave(k, dim=0),
+                                              pairs, grid)
+            grid_maps = grid_maps.reshape(n, k, *grid_maps.shape[-2:])
+        else:
+            # Classes only: one pass scores every class, and the K asked for are gathered from it.
+            scores = self._class_scores(tokens)[..., resolved.indices.to(tokens.device)]
+            grid_maps = minmax(patch_scores_to_grid(scores, grid), dim=(-2, -1))
         return self._outputs(grid_maps, images, images.device, False, interpolate)
 
     @staticmethod

@@ -139,5 +139,4 @@ def target_list(targets, classnames: Optional[Sequence[str]]) -> list:
             raise ValueError("attribute_all(targets=None) explains every class of the classifier, and this method "
                              "was built without one; pass the targets to explain.")
         return list(range(len(classnames)))
-    values = _as_list(targets)
-    return values
+    return _as_list(targets)

@@ -191,9 +191,15 @@ class ZeroShotClassifier(nn.Module):
         """Unit-norm pooled image embeddings ``(N, E)`` at any input size."""
         return F.normalize(require_finite(self.tower.encode(images).float(), "the image embedding"), dim=-1)
 
+    def embedding_logits(self, embeddings: Tensor, text_features: Optional[Tensor] = None) -> Tensor:
+        """Logits ``(N, K)`` of unit-norm image embeddings ``(N, E)``: ``logit_scale`` x cosine with the class
+        embeddings (or with other unit-norm ``text_features`` ``(K, E)``)."""
+        text = self.text_features if text_features is None else text_features
+        return self.logit_scale * embeddings @ text.to(embeddings.device).T
+
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``(N, K)`` = ``logit_scale`` x cosine(image, class embedding)."""
-        return self.logit_scale * self.image_features(images) @ self.text_features.to(images.device).T
+        return self.embedding_logits(self.image_features(images))
 
     def extra_repr(self) -> str:
         return f"classes={self.num_classes}, templates={len(self.templates)}, tower={self.tower.kind}"

@@ -172,8 +172,7 @@ def zero_shot_scores(bundle: ClipBundle, embeddings: torch.Tensor, id_classnames
         ``(N,)`` maximum logit.
     """
     classifier = ZeroShotClassifier(bundle, list(id_classnames), templates)
-    logits = classifier.logit_scale * embeddings.to(classifier.text_features.device) @ classifier.text_features.T
-    return logits.max(dim=1).values.double().cpu().numpy()
+    return classifier.embedding_logits(embeddings).max(dim=1).values.double().cpu().numpy()
 
 
 def ood_auroc(scores: np.ndarray, is_ood: np.ndarray) -> float:

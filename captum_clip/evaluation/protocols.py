@@ -51,7 +51,7 @@ class Method:
 
     def maps(self, images: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
         """``(Q, H, W)`` maps, one per (image, target) pair, from one batched ``attribute`` call."""
-        with torch.no_grad() if not _needs_gradients(self.attribution) else _enabled():
+        with torch.set_grad_enabled(_needs_gradients(self.attribution)):
             maps = self.attribution.attribute(images, target=list(targets), **self.attribute_kwargs)
         return maps[:, 0].float()
 
@@ -65,7 +65,7 @@ class Method:
         if type(self.attribution)._attribute_all is ClipAttribution._attribute_all:
             return self.maps(images[list(items)], targets)
         union = sorted(set(targets))
-        with torch.no_grad() if not _needs_gradients(self.attribution) else _enabled():
+        with torch.set_grad_enabled(_needs_gradients(self.attribution)):
             every = self.attribution.attribute_all(images, targets=union, **self.attribute_kwargs)
         column = torch.as_tensor([union.index(t) for t in targets], device=every.device)
         return every[torch.as_tensor(list(items), device=every.device), column].float()
@@ -75,10 +75,6 @@ def _needs_gradients(attribution) -> bool:
     from captum.attr import GradientAttribution
 
     return isinstance(attribution, GradientAttribution)
-
-
-def _enabled():
-    return torch.enable_grad()
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -548,7 +544,7 @@ class ConVisOOD(Protocol):
         with torch.no_grad():
             embeddings = method.classifier.image_features(batch["image"][keep])
             scores_by_text = text_scores(method.attribution.bundle, embeddings, texts)
-            logits = zero_shot.logit_scale * embeddings @ zero_shot.text_features.to(embeddings.device).T
+            logits = zero_shot.embedding_logits(embeddings)
             scores_by_text["zero_shot"] = logits.max(dim=1).values.double().cpu().numpy()
         return [{"stem": batch["stem"][i], "query": self.options["id_synset"],
                  "is_ood": self._kind[batch["stem"][i].split("/")[0]],
