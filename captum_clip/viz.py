@@ -25,6 +25,57 @@ def _normalised(saliency: np.ndarray) -> np.ndarray:
     return (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
 
 
+def display_range(maps: Union[np.ndarray, Tensor], signed: bool = False, outlier_perc: float = 0.0):
+    """The colour range ``(vmin, vmax)`` that one scale over all of ``maps`` uses.
+
+    Args:
+        maps: any shape; every value shares the range (pass one method's ``(K, H, W)`` maps for a shared scale).
+        signed: a range symmetric about zero (for maps whose sign means something, such as IG's).
+        outlier_perc: the top ``outlier_perc`` percent of ``|map|`` saturate, as in Captum's visualiser.
+
+    Returns:
+        ``(vmin, vmax)`` floats with ``vmin < vmax``.
+    """
+    values = np.asarray(maps.detach().float().cpu() if isinstance(maps, Tensor) else maps, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    if signed:
+        high = float(np.percentile(np.abs(values), 100 - outlier_perc))
+        return (-high, high) if high > 0 else (-1.0, 1.0)
+    low = float(values.min())
+    high = float(np.percentile(values, 100 - outlier_perc)) if outlier_perc else float(values.max())
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def overlay_rgb(image: np.ndarray, saliency: Union[np.ndarray, Tensor], vmin: float, vmax: float,
+                cmap: str = "viridis", alpha: float = 0.5, outline: Optional[np.ndarray] = None) -> np.ndarray:
+    """One map blended over its image as pixels (for thumbnails and pages, where no axes are drawn).
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        saliency: ``(H, W)`` map, coloured over ``[vmin, vmax]`` (values outside saturate).
+        vmin, vmax: the colour range, e.g. from :func:`display_range`.
+        cmap: a matplotlib colour map name.
+        alpha: weight of the map's colour.
+        outline: optional ``(H, W)`` bool ground-truth mask; its boundary is drawn in white.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    from matplotlib import colormaps
+    from skimage.segmentation import find_boundaries
+
+    saliency = np.asarray(saliency.detach().float().cpu() if isinstance(saliency, Tensor) else saliency,
+                          dtype=np.float64)
+    scaled = np.clip((saliency - vmin) / (vmax - vmin), 0.0, 1.0)
+    colours = colormaps[cmap](scaled)[..., :3]
+    blended = (1 - alpha) * np.asarray(image, dtype=np.float64) / 255 + alpha * colours
+    if outline is not None:
+        blended[find_boundaries(np.asarray(outline, dtype=bool), mode="inner")] = 1.0
+    return np.clip(np.rint(blended * 255), 0, 255).astype(np.uint8)
+
+
 def overlay_figure(
     image: np.ndarray,
     maps: Mapping[str, Union[np.ndarray, Tensor]],
@@ -94,4 +145,4 @@ def save_overlay(path: Union[str, Path], *args, **kwargs) -> Path:
     return save_figure(overlay_figure(*args, **kwargs), path)
 
 
-__all__ = ["overlay_figure", "save_figure", "save_overlay", "to_display_images"]
+__all__ = ["display_range", "overlay_figure", "overlay_rgb", "save_figure", "save_overlay", "to_display_images"]
