@@ -36,12 +36,19 @@ __all__ = [
 ]
 
 #: Bumped whenever :func:`wordnet_descriptors_for` would produce different strings (invalidates caches).
-WORDNET_BANK_VERSION = "2"
+WORDNET_BANK_VERSION = "3"
 
 _MAX_GLOSS_CLAUSES = 2
 _MAX_PARTS = 6
 _MAX_SUBSTANCES = 2
 _MAX_HOLONYMS = 2
+
+# Function words of class phrases ("a wooden floor", "the head of a dog"). WordNet has noun senses for some of
+# them ("a" is the angstrom, "in" the inch), so they are dropped before any look-up. A short list of our own:
+# general stop-word lists (scikit-learn's) hold content words that name visual features ("thin", "fire", "back").
+_FUNCTION_WORDS = frozenset(
+    "a an the this that these those some any each every no my your his her its our their of in on at to for "
+    "from by with without into onto over under near and or".split())
 
 
 @dataclass(frozen=True)
@@ -166,12 +173,15 @@ def _gloss_features(clause: str) -> list[str]:
 
 
 def _class_synset(wordnet, name: str):
-    """(noun synset or None, modifier words): the phrase itself, else its head noun (last word)."""
-    key = "_".join(name.strip().lower().replace("-", " ").split())
+    """(noun synset or None, modifier words): the phrase itself, else its head noun (last word).
+
+    Function words ("a", "the", "of") are dropped first: "a wooden floor" is looked up as "wooden floor".
+    """
+    words = [w for w in name.strip().lower().replace("-", " ").split() if w not in _FUNCTION_WORDS]
+    key = "_".join(words)
     synsets = wordnet.synsets(key, pos="n") if key else []
     if synsets:
         return synsets[0], []
-    words = key.split("_")
     if len(words) > 1:
         head = wordnet.synsets(words[-1], pos="n")
         return (head[0] if head else None), words[:-1]
@@ -234,7 +244,8 @@ def wordnet_descriptor_bank(
 
     Args:
         classnames: the classes to describe.
-        wordnet: an nltk WordNet reader; default :func:`captum_clip.wordnet.load_wordnet`.
+        wordnet (WordNetCorpusReader, optional): an nltk WordNet reader; default
+            :func:`captum_clip.wordnet.load_wordnet`.
         cache_dir: cache root; default :func:`captum_clip.core.cache.cache_root`.
         use_cache: read/write the cached JSON.
 

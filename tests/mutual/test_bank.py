@@ -136,6 +136,23 @@ def test_wordnet_descriptors_glosses_meronyms_hypernyms():
     assert wordnet_descriptors_for("Blorp", wordnet) == ["Blorp"]
 
 
+def test_articles_and_stop_words_are_dropped_before_the_look_up():
+    # WordNet's "a" is the angstrom: "a wooden floor" once got "a metric unit of length ..." as a descriptor.
+    wordnet = FakeWordNet()
+    wordnet.nouns["a"] = FakeSynset("angstrom", "a metric unit of length equal to one ten billionth of a meter")
+    wordnet.nouns["floor"] = FakeSynset("floor", "the inside lower horizontal surface")
+    wordnet.adjectives["wooden"] = FakeSynset("wooden", "made or consisting of or employing wood")
+    descriptors = wordnet_descriptors_for("a wooden floor", wordnet)
+    assert descriptors == ["wooden", "made or consisting of or employing wood", "the inside lower horizontal surface"]
+    assert wordnet_descriptors_for("the floor", wordnet) == ["the inside lower horizontal surface"]
+
+
+def test_a_wooden_floor_in_the_real_wordnet(real_wordnet):
+    descriptors = wordnet_descriptors_for("a wooden floor", real_wordnet)
+    assert "a" not in descriptors and not any("metric unit" in d for d in descriptors)
+    assert "wooden" in descriptors and "the inside lower horizontal surface" in descriptors
+
+
 def test_wordnet_bank_is_cached_per_class_list(tmp_path, monkeypatch):
     import captum_clip.wordnet as wordnet_module
 
