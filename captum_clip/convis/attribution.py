@@ -74,8 +74,9 @@ class ConVisAttribution(ClipAttribution):
     input; pixels outside it (non-square inputs) get 0.
 
     Args:
-        model_or_classifier: a :class:`~captum_clip.ZeroShotClassifier` (class indices or names then resolve to
-            synsets) or a :class:`~captum_clip.ClipBundle` (targets must be synsets).
+        model_or_classifier (ZeroShotClassifier or ClipBundle): a :class:`~captum_clip.ZeroShotClassifier` (class
+            indices or names then resolve to synsets) or a :class:`~captum_clip.ClipBundle` (targets must be
+            synsets).
         vocabulary: T with its hierarchy: a :class:`ConceptVocabulary`, a list of synset names (closed under
             hypernyms), or None for the defaults table's: :func:`~captum_clip.convis.default_vocabulary`, or the
             scene vocabulary for scene label sets and the shipped model (:mod:`captum_clip.defaults`).
@@ -95,7 +96,7 @@ class ConVisAttribution(ClipAttribution):
         use_cache: read and write the text-bank cache.
         progress: tqdm bars with an ETA for the text-bank encoding and the window sweep (one bar per call, over all
             its distinct images). None (default): auto, a bar appears only once its stage has run
-            :data:`~captum_clip.convis.windows.AUTO_PROGRESS_DELAY` seconds (a ViT sweep on a CPU, a first text
+            :data:`~captum_clip.core.progress.AUTO_PROGRESS_DELAY` seconds (a ViT sweep on a CPU, a first text
             bank), so quick calls print nothing; True: always; False: never.
     """
 
@@ -189,9 +190,9 @@ class ConVisAttribution(ClipAttribution):
         """The synset each image is explained for (see :meth:`attribute` for the formats).
 
         Args:
-            target: as in :meth:`attribute`.
-            inputs: the images (needed for None = the classifier's prediction, and for N); without them a list
-                of targets is checked on its own, one per (future) image.
+            target (str, Synset, int, list, Tensor or None): as in :meth:`attribute`.
+            inputs (Tensor, optional): the images (needed for None = the classifier's prediction, and for N);
+                without them a list of targets is checked on its own, one per (future) image.
 
         Returns:
             One synset name of T per image.
@@ -250,7 +251,7 @@ class ConVisAttribution(ClipAttribution):
         """The concept-independent part of ConVis for each image: window boxes, embeddings and ranks of T.
 
         Args:
-            inputs: normalised images ``(N, 3, H, W)``.
+            inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)``.
 
         Returns:
             N :class:`WindowRanks` (on the squared ``windows.image_size`` frame).
@@ -263,7 +264,7 @@ class ConVisAttribution(ClipAttribution):
         """ConVis's full result per image, on the squared frame: maps, mean ranks, rank sums, r_min.
 
         Args:
-            inputs: normalised images ``(N, 3, H, W)``.
+            inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)``.
             concepts: the same K concepts for every image, or N lists (one per image).
             aggregation: overrides the aggregation order.
 
@@ -307,10 +308,11 @@ class ConVisAttribution(ClipAttribution):
 
         Args:
             inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)``.
-            target: the concept per image: a WordNet noun synset name (``"dog.n.01"``) or ``Synset`` of T; a class
-                index or class name of the classifier (resolved through ``class_synsets``, the name itself, or
-                its single noun sense); a list of those (one per image, or one for all); an integer tensor of
-                class indices; or None for the classifier's predicted class.
+            target (str, Synset, int, list, Tensor or None): the concept per image: a WordNet noun synset name
+                (``"dog.n.01"``) or ``Synset`` of T; a class index or class name of the classifier (resolved
+                through ``class_synsets``, the name itself, or its single noun sense); a list of those (one per
+                image, or one for all); an integer tensor of class indices; or None for the classifier's
+                predicted class.
             aggregation: overrides the constructor's order for this call.
             normalize: True: the paper's ``1 − minmax`` map in [0, 1]. False: the un-normalised mean
                 max_rank_sim ``1 − r̄/|T|`` (comparable across images and concepts; what the map min-maxes).
@@ -353,7 +355,7 @@ class ConVisAttribution(ClipAttribution):
         """K concept maps per image from one window sweep per image.
 
         Args:
-            inputs: normalised images ``(N, 3, H, W)`` (or a 1-tuple).
+            inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)`` (or a 1-tuple).
             concepts: K synset names (or ``Synset`` objects) of T, the same for every image.
             aggregation: overrides the aggregation order.
             normalize: as in :meth:`attribute`.
@@ -377,7 +379,7 @@ class ConVisAttribution(ClipAttribution):
         come first; ``closure=False`` scores each synset by its own text instead, listing the specific matches.
 
         Args:
-            inputs: normalised images ``(N, 3, H, W)``.
+            inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)``.
             k: how many to return per image (None: all candidates).
             under: list only the children of this synset in the hierarchy H.
             candidates: list only these synsets (default: all of T, or the children of *under*).

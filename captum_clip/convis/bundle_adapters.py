@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import require_finite
-from ..core.text import TEXT_CHUNK, encode_texts, text_encoder
+from ..core.text import text_encoder
 from .encoders import pil_preprocess_image_encoder, tensor_resize_image_encoder
 from .text_bank import TextEncoder
-from .windows import ImageEncoder, progress_bar
+from .windows import ImageEncoder
 
 __all__ = ["RESIZE_MODES", "bundle_image_encoder", "bundle_text_encoder"]
 
@@ -55,23 +55,7 @@ def bundle_text_encoder(bundle, progress: bool | None = False) -> TextEncoder:
     Args:
         bundle: the loaded model.
         progress: a tqdm bar with an ETA over the texts: True (at once), None (auto: only once encoding has run a
-            few seconds, see :data:`~.windows.AUTO_PROGRESS_DELAY`) or False.
+            few seconds, see :data:`~captum_clip.core.progress.AUTO_PROGRESS_DELAY`) or False.
     """
-    stage = "ConVis: the text-bank embeddings"
-    if progress is False:
-        return text_encoder(bundle.model, bundle.tokenizer, stage=stage, normalize=False)
-
-    def encode(texts) -> torch.Tensor:
-        # The core's chunked encoder, one chunk per call, so that this bar can show up late (auto mode).
-        texts = list(texts)
-        rows = []
-        with progress_bar(progress, total=len(texts), desc="ConVis: encoding synset texts", unit="text") as bar:
-            for start in range(0, len(texts), TEXT_CHUNK):
-                chunk = texts[start : start + TEXT_CHUNK]
-                rows.append(encode_texts(bundle.model, bundle.tokenizer, chunk, stage=stage, normalize=False).cpu())
-                bar.update(len(chunk))
-        if not rows:
-            raise ValueError("no texts to encode.")
-        return torch.cat(rows)
-
-    return encode
+    return text_encoder(bundle.model, bundle.tokenizer, stage="ConVis: the text-bank embeddings",
+                        normalize=False, progress=progress, desc="ConVis: encoding synset texts")

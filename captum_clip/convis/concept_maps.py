@@ -25,6 +25,7 @@ from .aggregation import AGGREGATIONS, WindowCoverage, aggregate_r_min, aggregat
 from .ranks import ranks_from_similarities, subtree_best_ranks, subtree_min_ranks, window_similarities
 from .text_bank import TextBank
 from .vocabulary import ConceptLike, ConceptVocabulary
+from ..core.progress import progress_bar
 from .windows import (
     REFERENCE_WINDOWS,
     ImageEncoder,
@@ -32,7 +33,6 @@ from .windows import (
     WindowConfig,
     embed_windows,
     padded_canvas,
-    progress_bar,
     square_image,
     window_grid,
 )

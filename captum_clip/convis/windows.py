@@ -35,7 +35,7 @@ from typing import Union
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
-from tqdm.auto import tqdm
+from ..core.progress import progress_bar
 
 __all__ = [
     "REFERENCE_WINDOWS",
@@ -51,8 +51,6 @@ __all__ = [
     "cut_windows",
     "iter_crop_batches",
     "embed_windows",
-    "AUTO_PROGRESS_DELAY",
-    "progress_bar",
 ]
 
 #: ``encode_images(crops) -> (n, E)``: crops are a uint8 RGB tensor ``(n, 3, h, w)`` (one shape per call); the
@@ -61,28 +59,9 @@ __all__ = [
 #: tensor-resize encoder, the CPU for the PIL one); the sweep then cuts them there.
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 
-#: With ``progress=None`` ("auto", ConVisAttribution's default) the bars appear only once a call has run this many
-#: seconds, so quick calls print nothing and long sweeps (a ViT on a CPU, a big text bank) show an ETA.
-AUTO_PROGRESS_DELAY = 3.0
-
 # Crop bytes cut in one indexing op (64 MiB): the reference's 441 large or 289 small windows are one op each.
 _CUT_BUDGET = 1 << 26
 
-
-def progress_bar(progress: bool | None, *, total: int, desc: str, unit: str):
-    """The tqdm bar of a ConVis stage (it shows the rate and an ETA).
-
-    Args:
-        progress: True: shown at once; None: auto, shown only after :data:`AUTO_PROGRESS_DELAY` seconds; False:
-            never.
-        total: number of units.
-        desc: label.
-        unit: unit name.
-    """
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"progress must be True, False or None (auto), not {progress!r}")
-    return tqdm(total=total, desc=desc, unit=unit, disable=progress is False, dynamic_ncols=True,
-                delay=AUTO_PROGRESS_DELAY if progress is None else 0.0)
 
 ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -452,7 +431,7 @@ def embed_windows(
         config: crop options.
         batch_size: most crops per ``encode_images`` call.
         progress: show a tqdm bar (True), never (False), or only when the sweep runs long (None); see
-            :func:`progress_bar`.
+            :func:`~captum_clip.core.progress.progress_bar`.
         device: where the crops are cut; default the encoder's ``crop_device`` (else the CPU).
         bar: an open tqdm bar to advance instead of opening one (a sweep over several images).
 

@@ -13,10 +13,10 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..errors import require_finite
 from .device import model_device
+from .progress import progress_bar
 
 #: Texts encoded per text-tower call, bounding memory for large banks.
 TEXT_CHUNK = 256
@@ -28,7 +28,7 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 @torch.no_grad()
 def encode_texts(model: nn.Module, tokenizer: Callable[[Sequence[str]], Tensor], texts: Sequence[str], *,
                  chunk_size: int = TEXT_CHUNK, stage: str = "the text tower's embeddings",
-                 normalize: bool = True, progress: Optional[str] = None) -> Tensor:
+                 normalize: bool = True, progress: Optional[bool] = None, desc: str = "encoding texts") -> Tensor:
     """Text embeddings ``(len(texts), E)`` float32 on the model's device, ``chunk_size`` texts per call.
 
     Args:
@@ -38,7 +38,9 @@ def encode_texts(model: nn.Module, tokenizer: Callable[[Sequence[str]], Tensor],
         chunk_size: texts per ``encode_text`` call.
         stage: how a non-finite result is named in the :class:`~captum_clip.NonFiniteError`.
         normalize: L2-normalise each row (default).
-        progress: a tqdm description to show a bar, or None.
+        progress: a bar with an ETA: True (at once), None (auto: once encoding has run a few seconds, see
+            :data:`~captum_clip.core.progress.AUTO_PROGRESS_DELAY`) or False.
+        desc: the bar's label.
 
     Raises:
         ValueError: a chunk size below 1.
@@ -49,7 +51,7 @@ def encode_texts(model: nn.Module, tokenizer: Callable[[Sequence[str]], Tensor],
     texts = list(texts)
     device = model_device(model)
     rows = []
-    with tqdm(total=len(texts), desc=progress, unit="text", disable=progress is None) as bar:
+    with progress_bar(progress, total=len(texts), desc=desc, unit="text") as bar:
         for start in range(0, len(texts), chunk_size):
             tokens = tokenizer(texts[start:start + chunk_size]).to(device)
             rows.append(require_finite(model.encode_text(tokens).float(), stage))
@@ -65,16 +67,19 @@ def prompt_ensembles(model: nn.Module, tokenizer: Callable, texts: Sequence[str]
     """CLIP's prompt ensemble per text ``(len(texts), E)``: every template filled with the text, encoded,
     L2-normalised, averaged over the templates and L2-normalised again (as CLIP Surgery builds class embeddings)."""
     prompts = [template.format(text) for text in texts for template in templates]
-    features = encode_texts(model, tokenizer, prompts, stage=stage)
+    features = encode_texts(model, tokenizer, prompts, stage=stage,
+                            desc=f"class embeddings ({len(texts)} texts x {len(templates)} templates)")
     return F.normalize(features.reshape(len(texts), len(templates), -1).mean(dim=1), dim=-1)
 
 
 def text_encoder(model: nn.Module, tokenizer: Callable, *, stage: str, normalize: bool = True,
-                 progress: Optional[str] = None) -> Callable[[Sequence[str]], Tensor]:
+                 progress: Optional[bool] = None, desc: str = "encoding texts"
+                 ) -> Callable[[Sequence[str]], Tensor]:
     """``encode(texts) -> (n, E)`` float32 on the CPU: :func:`encode_texts` bound to a model, for banks."""
 
     def encode(texts: Sequence[str]) -> Tensor:
-        return encode_texts(model, tokenizer, texts, stage=stage, normalize=normalize, progress=progress).cpu()
+        return encode_texts(model, tokenizer, texts, stage=stage, normalize=normalize, progress=progress,
+                            desc=desc).cpu()
 
     return encode
 

@@ -103,8 +103,9 @@ def encode_descriptor_bank(
 
     def encode() -> dict:
         return {"prompted": encode_texts(model, tokenizer, [template.format(d) for d in bank.descriptors],
-                                         stage=stage).cpu(),
-                "bare": encode_texts(model, tokenizer, list(bank.descriptors), stage=stage).cpu()}
+                                         stage=stage, desc="Mutual: descriptor bank (prompted)").cpu(),
+                "bare": encode_texts(model, tokenizer, list(bank.descriptors), stage=stage,
+                                     desc="Mutual: descriptor bank").cpu()}
 
     tensors, from_cache = cached_embeddings(_CACHE_KIND, _cache_key(bank, fingerprint, template), encode,
                                             names=("prompted", "bare"), rows=len(bank), cache_dir=cache_dir,

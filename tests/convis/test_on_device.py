@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from captum_clip.convis import ranks as ranks_module
-from captum_clip.convis import windows as windows_module
+from captum_clip.core import progress as progress_module
 from captum_clip.convis.aggregation import WindowCoverage, aggregate_r_min, aggregate_ranks
 from captum_clip.convis.concept_maps import ConceptMapper
 from captum_clip.convis.ranks import (
@@ -306,13 +306,13 @@ def test_progress_bars(tiny_vocabulary, capsys, monkeypatch):
     auto = ConceptMapper(tiny_vocabulary, text, _integer_encoder("cpu"), windows=TINY, progress=None)
     auto.window_ranks(image)
     assert "ConVis" not in capsys.readouterr().err
-    monkeypatch.setattr(windows_module, "AUTO_PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(progress_module, "AUTO_PROGRESS_DELAY", 0.0)
     auto.window_ranks(image)
     assert "ConVis: window sweep" in capsys.readouterr().err
     ConceptMapper(tiny_vocabulary, text, _integer_encoder("cpu"), windows=TINY).window_ranks(image)
     assert "ConVis" not in capsys.readouterr().err  # the mapper's default: off
     with pytest.raises(TypeError, match="progress"):
-        windows_module.progress_bar("yes", total=1, desc="x", unit="x")
+        progress_module.progress_bar("yes", total=1, desc="x", unit="x")
 
 
 def test_attribution_progress_on_text_bank_and_sweep(tiny_classifiers, tiny_bundles, tiny_vocabulary, tmp_path,

@@ -74,6 +74,20 @@ def test_encode_texts_is_chunked_unit_norm_and_checked(tiny_bundles):
         encode_texts(broken, bundle.tokenizer, TEXTS, stage="the bank went")
 
 
+def test_long_text_encoding_shows_a_bar_with_an_eta(tiny_bundles, capsys, monkeypatch):
+    from captum_clip.core import progress
+
+    bundle = tiny_bundles["vit"]
+    encode_texts(bundle.model, bundle.tokenizer, TEXTS, chunk_size=2)
+    assert "encoding texts" not in capsys.readouterr().err  # auto: a quick call prints nothing
+    monkeypatch.setattr(progress, "AUTO_PROGRESS_DELAY", 0.0)  # as if it had run past the delay
+    prompt_ensembles(bundle.model, bundle.tokenizer, TEXTS[:2], TEMPLATES)
+    err = capsys.readouterr().err
+    assert f"class embeddings (2 texts x {len(TEMPLATES)} templates)" in err and "<" in err  # tqdm's ETA
+    encode_texts(bundle.model, bundle.tokenizer, TEXTS, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_prompt_ensembles_average_the_normalised_prompts(tiny_bundles):
     bundle = tiny_bundles["vit"]
     ensembles = prompt_ensembles(bundle.model, bundle.tokenizer, ["cat", "dog"], TEMPLATES)
