@@ -7,6 +7,12 @@ if ! [ -d /usr/share/wordnet ] && command -v apt-get >/dev/null && [ "$(id -u)" 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base) >/dev/null 2>&1 \
     || echo "note: could not install wordnet-base; WordNet tests will skip"
 fi
+# Headless Chromium and its driver for the HTML report's browser tests (selenium drives them offline).
+if ! { command -v chromium && command -v chromedriver; } >/dev/null && command -v apt-get >/dev/null \
+    && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+    >/dev/null 2>&1 || echo "note: could not install chromium and chromium-driver; browser tests will skip"
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"

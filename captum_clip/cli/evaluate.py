@@ -55,18 +55,26 @@ def evaluate(args: argparse.Namespace) -> dict:
     device = args.device or "auto"
     args.device = None  # the harness moves the model to each rank's device
     bundle = _load(args)
+    examples = args.examples if args.examples is not None else (REPORT_EXAMPLES if args.report else 0)
     config = EvaluationConfig(args.protocol, args.dataset, args.split, args.model, args.pretrained, methods,
                               batch_size=args.batch_size, precision=args.precision, random_weights_seed=args.seed,
                               sanity=not args.no_random_weights, options=_protocol_options(args))
     try:
         results = run_evaluation(config, dataset, bundle, args.out_dir, device=device, workers=args.workers,
-                                 resume=args.resume, progress=not args.quiet)
+                                 resume=args.resume, progress=not args.quiet, examples=examples)
     except ValueError as error:
         raise SystemExit(f"captum-clip: evaluate: {error}") from None
     if results is not None:
         print(f"wrote {args.out_dir}/results.json, per_image.csv, results.md and results.png", file=sys.stderr)
+        if args.report:
+            from .report import write_and_say
+
+            write_and_say(args.out_dir)
     return results
 
+
+#: Images whose maps ``--report`` keeps when ``--examples`` is not given.
+REPORT_EXAMPLES = 8
 
 #: The protocols of :data:`captum_clip.evaluation.protocols.PROTOCOLS`, named here so that building the parser
 #: imports neither Quantus nor the protocols (a test checks the two agree).
@@ -105,4 +113,9 @@ def add_evaluate_command(commands) -> None:
     parser.add_argument("--no-random-weights", action="store_true", help="leave out the random-weights rows")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--report", action="store_true",
+                        help="also write OUT_DIR/report.html (captum-clip report), with the maps of --examples images")
+    parser.add_argument("--examples", type=int, default=None,
+                        help=f"keep every method's maps of the first N images in OUT_DIR/examples/ for the report "
+                             f"(default {REPORT_EXAMPLES} with --report, else 0)")
     parser.set_defaults(run=evaluate)

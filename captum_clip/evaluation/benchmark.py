@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -185,7 +186,8 @@ def seeded_numpy(seed: int):
 def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Sequence[str] = DEFAULT_METHODS,
                   metrics: Sequence[str] = ALL_METRICS, device: str = "cpu", batch_size: int = 50,
                   mprt_samples: int = 16, ig_steps: int = 50, seed: int = 0, progress: bool = True,
-                  random_weights: bool = True, random_weights_seed: int = 0) -> List[Dict]:
+                  random_weights: bool = True, random_weights_seed: int = 0, examples: int = 0,
+                  examples_dir=None) -> List[Dict]:
     """Score every method with every metric, and every method again on the model with random vision weights.
 
     Concept metrics (:data:`CONCEPT`) are scored for the methods of :data:`CONCEPT_METHODS` only; the other
@@ -193,6 +195,9 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
     the row ``"<method> (random weights)"``: explained and scored with the same classes on a copy of the model
     whose vision tower has seeded random weights (:func:`~captum_clip.core.randomise.randomised_vision_copy`),
     which says how much of a score the trained weights earn.
+
+    With ``examples`` and ``examples_dir``, the maps of the first ``examples`` scenes (every row's, the ones the
+    metrics score) are kept for the HTML report in ``examples_dir/examples/`` (:mod:`.records`).
 
     Returns:
         One row per (method, metric): ``method``, ``metric``, ``mean``, ``std``, ``sem``,
@@ -215,6 +220,7 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
                  if parse_method_spec(method)[0] != "random"]
     has_concepts = {method: parse_method_spec(method)[0] in CONCEPT_METHODS for method in methods}
     rows = []
+    kept: Dict[str, np.ndarray] = {}
     cells = tqdm(total=sum(1 for _, method, _ in runs for metric in metrics
                            if metric not in CONCEPT or has_concepts[method]),
                  desc="benchmark", disable=not progress)
@@ -223,6 +229,8 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
         start = time.perf_counter()
         attributions = _explain_all(explainer, model, data, device, batch_size) if quantus_metrics else None
         explain_seconds = time.perf_counter() - start
+        if examples and attributions is not None:
+            kept[key] = np.asarray(attributions[:examples, 0], dtype=np.float32)
         concepts = None
         for metric_name in metrics:
             if metric_name in CONCEPT:
@@ -258,7 +266,21 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
             })
             cells.update()
     cells.close()
+    if kept and examples_dir is not None:
+        _save_examples(examples_dir, data, kept, classifier)
     return rows
+
+
+def _save_examples(out_dir, data: SceneBatch, kept: Dict[str, np.ndarray], classifier: ZeroShotClassifier) -> None:
+    from ..viz import to_display_images
+    from .records import save_example
+
+    n = len(next(iter(kept.values())))
+    mean, std = classifier.bundle.image_mean_std
+    images = to_display_images(torch.as_tensor(data.x[:n]), mean, std)
+    for i in range(n):
+        save_example(out_dir, i, f"scene {i}", images[i], [data.queries[i]], data.s[i, :1] > 0.5,
+                     {key: maps[i][None] for key, maps in kept.items()})
 
 
 def method_label(key: str) -> str:
@@ -307,10 +329,16 @@ def bar_chart(rows: List[Dict]) -> Figure:
 
 
 def write_reports(rows: List[Dict], out_dir, title: str = "") -> Dict[str, Path]:
-    """Write ``results.md``, ``results.csv`` and ``results.png`` into ``out_dir``."""
+    """Write ``results.md``, ``results.csv``, ``results.png`` and ``results.json`` (the rows, the title, the
+    command and the versions, for the HTML report) into ``out_dir``."""
+    from .records import provenance
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out_dir / "results.md", "csv": out_dir / "results.csv", "png": out_dir / "results.png"}
+    paths = {"md": out_dir / "results.md", "csv": out_dir / "results.csv", "png": out_dir / "results.png",
+             "json": out_dir / "results.json"}
+    paths["json"].write_text(json.dumps({"kind": "benchmark", "title": title, "rows": rows,
+                                         "provenance": provenance()}, indent=2, default=str) + "\n")
     paths["md"].write_text((f"{title}\n\n" if title else "") + markdown_table(rows) + "\n")
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -34,8 +34,10 @@ from ..core.randomise import randomised_vision_copy
 from ..methods import build_method, method_class
 from .benchmark import RANDOM_WEIGHTS as RANDOM_SUFFIX, parse_method_spec
 from .datasets import EvalDataset, PreparedDataset, collate
+from .datasets.base import IGNORE
 from .distributed import Context, batches, gather_to_main, process_group, shard
 from .protocols import PROTOCOLS, Method, Protocol
+from .records import MapRecorder, provenance, save_example
 from .reports import write_outputs
 
 #: Bootstrap replicates behind every standard error (over images, seeded).
@@ -132,7 +134,8 @@ def _write_shard(path: Path, digest: str, rows: List[dict]) -> None:
 
 def run_evaluation(config: EvaluationConfig, dataset: EvalDataset, bundle: ClipBundle, out_dir, *,
                    device: str = "auto", workers: int = 0, resume: bool = False, progress: bool = True,
-                   classifier: Optional[ZeroShotClassifier] = None) -> Optional[Dict[str, Any]]:
+                   classifier: Optional[ZeroShotClassifier] = None, examples: int = 0
+                   ) -> Optional[Dict[str, Any]]:
     """Run ``config.protocol`` on ``dataset`` and write ``results.json``, ``per_image.csv``, ``results.md`` and
     ``results.png`` into ``out_dir`` (rank 0).
 
@@ -147,6 +150,10 @@ def run_evaluation(config: EvaluationConfig, dataset: EvalDataset, bundle: ClipB
         progress: a progress bar with an ETA on rank 0.
         classifier: the label set; default a ZeroShotClassifier over the dataset's class names (or the
             protocol's ``label_set``).
+        examples: keep the maps of the first ``examples`` images of the dataset (every method and query, with the
+            image and its ground truth) in ``out_dir/examples/`` for the HTML report
+            (:mod:`~captum_clip.evaluation.records`); they are the maps the protocol scores, not computed again.
+            Batches reused by ``resume`` keep the examples their run wrote.
 
     Returns:
         The results dict on rank 0, None on other ranks.
@@ -164,14 +171,14 @@ def run_evaluation(config: EvaluationConfig, dataset: EvalDataset, bundle: ClipB
         bundle.model.to(context.device)
         try:
             return _evaluate(protocol, config, dataset, bundle, classifier, context, out_dir, digest, workers,
-                             resume, progress)
+                             resume, progress, examples)
         finally:
             bundle.model.to(home)  # the caller's model goes back where it was
 
 
 def _evaluate(protocol: Protocol, config: EvaluationConfig, dataset: EvalDataset, bundle: ClipBundle,
               classifier: Optional[ZeroShotClassifier], context: Context, out_dir: Path, digest: str, workers: int,
-              resume: bool, progress: bool) -> Optional[Dict[str, Any]]:
+              resume: bool, progress: bool, examples: int = 0) -> Optional[Dict[str, Any]]:
     classifier = classifier or ZeroShotClassifier(bundle, protocol.label_set(dataset))
     random_classifier = None
     if config.sanity:
@@ -181,20 +188,21 @@ def _evaluate(protocol: Protocol, config: EvaluationConfig, dataset: EvalDataset
                                                classifier._use_cache)
     methods = build_methods(config.methods, classifier, random_classifier)
     rows, timing = _run_shard(protocol, dataset, bundle, classifier, methods, config, context, out_dir, digest,
-                              workers, resume, progress)
+                              workers, resume, progress, examples)
     all_rows = gather_to_main(rows, context)
     all_timing = gather_to_main([timing], context)
     if not context.is_main:
         return None
     results = summarise(protocol, config, dataset, all_rows, list(methods), _merge_timing(all_timing))
     results["timing"]["processes"] = context.world_size
+    results["provenance"] = provenance()
     write_outputs(results, all_rows, protocol, out_dir)
     return results
 
 
 def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, classifier: ZeroShotClassifier,
                methods: Dict[str, Method], config: EvaluationConfig, context: Context, out_dir: Path, digest: str,
-               workers: int, resume: bool, progress: bool):
+               workers: int, resume: bool, progress: bool, examples: int = 0):
     all_batches = batches(len(dataset), config.batch_size)
     mine = shard(all_batches, context)
     rows: List[dict] = []
@@ -215,19 +223,67 @@ def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, cla
         for number, batch in zip(todo, loader):
             batch["image"] = batch["image"].to(context.device)
             batch_rows = []
+            keep = [item for item, index in enumerate(batch["index"]) if index < examples]
+            recorders = {key: MapRecorder(keep) for key in methods} if keep else {}
             for key, method in methods.items():
                 start = time.perf_counter()
-                scored = protocol.score(method, batch)
+                method.recorder = recorders.get(key)
+                try:
+                    scored = protocol.score(method, batch)
+                finally:
+                    method.recorder = None
                 if context.device.type == "cuda":
                     torch.cuda.synchronize(context.device)
                 timing[key] += time.perf_counter() - start
                 batch_rows.extend({"method": key, **row} for row in scored)
+            if keep:
+                _save_examples(out_dir, batch, keep, recorders, classifier.classnames, bundle)
             _write_shard(_shard_path(out_dir, number), digest, batch_rows)
             rows.extend(batch_rows)
             images_done += len(batch["stem"])
             bar.update(context.world_size if context.is_main else 1)
         bar.close()
     return rows, {"seconds": timing, "images": images_done}
+
+
+def _truth(batch: Dict[str, Any], item: int, query_class: int, size) -> np.ndarray:
+    """The ground truth drawn around a query's maps: its class's mask, else the image's foreground (a mask
+    without that class, as ImageNet-Segmentation's of the predicted class), else its class's boxes."""
+    mask = batch["mask"][item]
+    if mask is not None:
+        mask = mask.cpu().numpy()
+        truth = mask == query_class
+        return truth if truth.any() else (mask != 0) & (mask != IGNORE)
+    truth = np.zeros(size, dtype=bool)
+    boxes = batch["boxes"][item]
+    if boxes is not None:
+        for box in boxes[batch["box_labels"][item] == query_class].round().long().tolist():
+            x0, y0, x1, y1 = box
+            truth[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    return truth
+
+
+def _save_examples(out_dir: Path, batch: Dict[str, Any], keep: Sequence[int], recorders: Dict[str, MapRecorder],
+                   classnames: Sequence[str], bundle: ClipBundle) -> None:
+    """One example file per kept image: every method's recorded map of every query any method answered."""
+    from ..viz import to_display_images
+
+    mean, std = bundle.image_mean_std
+    images = to_display_images(batch["image"][list(keep)], mean, std)
+    size = images.shape[1:3]
+    for position, item in enumerate(keep):
+        targets = list(dict.fromkeys(t for r in recorders.values() for t, _ in r.kept.get(item, [])))
+        if not targets:
+            continue  # a protocol without maps (mutual-mi, convis-ood): nothing to show
+        maps = {}
+        for key, recorder in recorders.items():
+            stack = np.full((len(targets), *size), np.nan, dtype=np.float32)
+            for target, values in recorder.kept.get(item, []):
+                stack[targets.index(target)] = values
+            maps[key] = stack
+        truth = np.stack([_truth(batch, item, t + 1, size) for t in targets])
+        save_example(out_dir, batch["index"][item], batch["stem"][item], images[position],
+                     [classnames[t] for t in targets], truth, maps)
 
 
 def _merge_timing(parts: List[dict]) -> Dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ class Method:
     #: The trained model's classifier, whose prediction is the target of a random-weights row too (so that
     #: both rows explain the same class).
     reference: Optional[ZeroShotClassifier] = None
+    #: Called as ``recorder(items, targets, maps)`` with every map the protocol computes (the report's examples,
+    #: :class:`~.records.MapRecorder`); None records nothing.
+    recorder: Optional[Callable[[Sequence[int], Sequence[int], torch.Tensor], None]] = None
 
     @torch.no_grad()
     def predicted(self, images: torch.Tensor) -> List[int]:
@@ -51,9 +54,18 @@ class Method:
 
     def maps(self, images: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
         """``(Q, H, W)`` maps, one per (image, target) pair, from one batched ``attribute`` call."""
+        maps = self._attribute(images, targets)
+        self._record(range(len(targets)), targets, maps)
+        return maps
+
+    def _attribute(self, images: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
         with torch.set_grad_enabled(_needs_gradients(self.attribution)):
             maps = self.attribution.attribute(images, target=list(targets), **self.attribute_kwargs)
         return maps[:, 0].float()
+
+    def _record(self, items: Sequence[int], targets: Sequence[int], maps: torch.Tensor) -> None:
+        if self.recorder is not None:
+            self.recorder(items, targets, maps)
 
     def query_maps(self, images: torch.Tensor, items: Sequence[int], targets: Sequence[int]) -> torch.Tensor:
         """``(Q, H, W)`` maps of the pairs ``(images[items[q]], targets[q])``.
@@ -63,12 +75,15 @@ class Method:
         from it; the others explain each pair.
         """
         if type(self.attribution)._attribute_all is ClipAttribution._attribute_all:
-            return self.maps(images[list(items)], targets)
-        union = sorted(set(targets))
-        with torch.set_grad_enabled(_needs_gradients(self.attribution)):
-            every = self.attribution.attribute_all(images, targets=union, **self.attribute_kwargs)
-        column = torch.as_tensor([union.index(t) for t in targets], device=every.device)
-        return every[torch.as_tensor(list(items), device=every.device), column].float()
+            maps = self._attribute(images[list(items)], targets)
+        else:
+            union = sorted(set(targets))
+            with torch.set_grad_enabled(_needs_gradients(self.attribution)):
+                every = self.attribution.attribute_all(images, targets=union, **self.attribute_kwargs)
+            column = torch.as_tensor([union.index(t) for t in targets], device=every.device)
+            maps = every[torch.as_tensor(list(items), device=every.device), column].float()
+        self._record(items, targets, maps)
+        return maps
 
 
 def _needs_gradients(attribution) -> bool:
