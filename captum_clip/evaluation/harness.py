@@ -37,7 +37,7 @@ from .datasets import EvalDataset, PreparedDataset, collate
 from .datasets.base import IGNORE
 from .distributed import Context, batches, gather_to_main, process_group, shard
 from .protocols import PROTOCOLS, Method, Protocol
-from .records import MapRecorder, provenance, save_example
+from .records import MapRecorder, collected_warnings, merge_warnings, provenance, save_example, say_warnings
 from .reports import write_outputs
 
 #: Bootstrap replicates behind every standard error (over images, seeded).
@@ -187,16 +187,20 @@ def _evaluate(protocol: Protocol, config: EvaluationConfig, dataset: EvalDataset
                                                classifier.logit_scale, classifier._cache_dir,
                                                classifier._use_cache)
     methods = build_methods(config.methods, classifier, random_classifier)
-    rows, timing = _run_shard(protocol, dataset, bundle, classifier, methods, config, context, out_dir, digest,
-                              workers, resume, progress, examples)
+    with collected_warnings() as caught:
+        rows, timing = _run_shard(protocol, dataset, bundle, classifier, methods, config, context, out_dir, digest,
+                                  workers, resume, progress, examples)
     all_rows = gather_to_main(rows, context)
     all_timing = gather_to_main([timing], context)
+    all_warnings = gather_to_main(caught, context)
     if not context.is_main:
         return None
     results = summarise(protocol, config, dataset, all_rows, list(methods), _merge_timing(all_timing))
     results["timing"]["processes"] = context.world_size
     results["provenance"] = provenance()
+    results["warnings"] = all_warnings = merge_warnings(all_warnings)
     write_outputs(results, all_rows, protocol, out_dir)
+    say_warnings(all_warnings, out_dir / "results.json")
     return results
 
 

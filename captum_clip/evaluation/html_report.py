@@ -73,6 +73,8 @@ class Results:
     rows: List[Row]
     provenance: Dict[str, Any] = field(default_factory=dict)
     main_metric: Optional[str] = None
+    #: ``{"category", "message", "count"}`` of the warnings the run collected (:func:`.records.collected_warnings`).
+    warnings: List[Dict[str, Any]] = field(default_factory=list)
 
 
 def _number(value) -> float:
@@ -132,8 +134,11 @@ def read_results(out_dir) -> Results:
     if path.is_file():
         stored = json.loads(path.read_text())
         if "methods" in stored:
-            return _from_evaluate(stored)
-        return _from_benchmark(stored["rows"], stored.get("title", ""), stored.get("provenance", {}))
+            results = _from_evaluate(stored)
+        else:
+            results = _from_benchmark(stored["rows"], stored.get("title", ""), stored.get("provenance", {}))
+        results.warnings = list(stored.get("warnings", []))
+        return results
     if (out_dir / "results.csv").is_file():  # a benchmark folder written before results.json existed
         with (out_dir / "results.csv").open(newline="") as handle:
             return _from_benchmark(list(csv.DictReader(handle)), "", {})
@@ -237,6 +242,8 @@ td.empty { color: #b0b6c2; width: 128px; }
 pre#command { background: #1d2330; color: #e8ecf3; padding: 10px 12px; border-radius: 4px; overflow-x: auto;
               white-space: pre-wrap; word-break: break-all; }
 table.versions td { padding: 2px 14px 2px 0; font-family: ui-monospace, monospace; font-size: 13px; }
+table.warnings td { padding: 2px 12px 2px 0; vertical-align: top; font-size: 13px; }
+table.warnings td:last-child { font-family: ui-monospace, monospace; white-space: pre-wrap; }
 #lightbox { position: fixed; inset: 0; background: rgba(12, 15, 22, .82); display: flex; align-items: center;
             justify-content: center; z-index: 10; cursor: zoom-out; }
 #lightbox[hidden] { display: none; }
@@ -382,6 +389,16 @@ def _provenance(provenance: Dict[str, Any]) -> str:
     return f"<pre id='command'>{_e(command)}</pre><table class='versions' id='versions'>{versions}</table>"
 
 
+def _warnings(entries: List[Dict[str, Any]]) -> str:
+    if not entries:
+        return ""
+    rows = "".join(f"<tr><td>{entry['count']}</td><td>{_e(entry['category'])}</td><td>{_e(entry['message'])}</td></tr>"
+                   for entry in entries)
+    return ("<section id='warnings'><h2>Warnings</h2><p class='note'>Raised during the run (Quantus's among them), "
+            "collected here instead of interrupting the progress bar.</p><table class='warnings'><thead><tr>"
+            f"<th>count</th><th>category</th><th>message</th></tr></thead><tbody>{rows}</tbody></table></section>")
+
+
 def render_report(out_dir) -> str:
     """The page of ``out_dir`` as a string (see :func:`write_report`)."""
     out_dir = Path(out_dir)
@@ -404,6 +421,7 @@ def render_report(out_dir) -> str:
         "<section id='metrics'><h2>Metrics</h2><p class='note'>Click a column header to sort by it.</p>"
         f"{_table(results)}" + "".join(f"<p class='note'>{n}</p>" for n in notes) + figure + "</section>"
         f"<section id='examples'><h2>Maps</h2>{_examples(examples, results.kind)}</section>"
+        f"{_warnings(results.warnings)}"
         f"<section id='provenance'><h2>Command and versions</h2>{_provenance(results.provenance)}</section>"
         "</main><div id='lightbox' hidden><figure><img id='lightbox-image' alt=''>"
         "<figcaption id='lightbox-caption'></figcaption></figure></div>"

@@ -13,10 +13,12 @@ compressed ``.npz`` per image (:func:`save_example`, :func:`load_examples`):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import platform
 import shlex
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -55,6 +57,45 @@ def provenance(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     versions["python"] = platform.python_version()
     command = shlex.join([*_program(argv[0]), *argv[1:]]) if argv else ""
     return {"argv": argv, "command": command, "versions": versions}
+
+
+@contextlib.contextmanager
+def collected_warnings():
+    """Collect the warnings raised inside the block instead of printing them.
+
+    Quantus warns once per metric call (and many times per run); printed, the warnings break the progress bar,
+    so a run keeps them for its ``results.json`` and report, one entry per distinct message.
+
+    Yields:
+        A list, filled when the block ends, of ``{"category", "message", "count"}`` dicts in first-seen order.
+    """
+    summary: List[Dict[str, Any]] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield summary
+        finally:
+            summary.extend(merge_warnings([{"category": w.category.__name__, "message": str(w.message).strip(),
+                                            "count": 1} for w in caught]))
+
+
+def merge_warnings(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Warnings of several runs (or ranks) as one list, one entry per distinct category and message."""
+    merged: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for entry in entries:
+        key = (entry["category"], entry["message"])
+        if key in merged:
+            merged[key]["count"] += entry["count"]
+        else:
+            merged[key] = dict(entry)
+    return list(merged.values())
+
+
+def say_warnings(summary: Sequence[Dict[str, Any]], where: str) -> None:
+    """One line on stderr for the warnings a run collected (their texts are in ``where``)."""
+    if summary:
+        total = sum(entry["count"] for entry in summary)
+        print(f"captum-clip: {total} warning(s), {len(summary)} distinct, collected into {where}", file=sys.stderr)
 
 
 def save_example(out_dir, index: int, stem: str, image: np.ndarray, queries: Sequence[str], gt: np.ndarray,

@@ -182,6 +182,40 @@ def test_benchmark_report_has_the_maps_of_its_scenes(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["provenance"]["argv"][:2] == ["captum-clip", "benchmark"]
 
 
+def test_warnings_are_collected_into_results_and_the_report(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from captum_clip.evaluation import protocols
+
+    original = protocols.Method.query_maps
+
+    def warning_maps(self, *args, **kwargs):
+        warnings.warn("a Quantus-like warning", UserWarning)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(protocols.Method, "query_maps", warning_maps)
+    out = tmp_path / "warned"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may escape the run: it would break the progress bar
+        run_cli(["evaluate", "pointing", "--dataset", "shapes", "--n", "2", "--methods", "surgery", "--quiet",
+                 "--out-dir", str(out), "--report"])
+    stored = json.loads((out / "results.json").read_text())["warnings"]
+    assert [(w["category"], w["message"]) for w in stored] == [("UserWarning", "a Quantus-like warning")]
+    assert stored[0]["count"] >= 2  # one per call, merged into one entry (trained and random-weights rows)
+    assert "warning(s), 1 distinct, collected into" in capsys.readouterr().err
+    page = (out / "report.html").read_text()
+    assert "id='warnings'" in page and "a Quantus-like warning" in page
+
+
+def test_benchmark_defaults_leave_out_the_costly_mprt(tmp_path):
+    from captum_clip.cli.main import build_parser
+    from captum_clip.evaluation.benchmark import ALL_METRICS, DEFAULT_METRICS
+
+    assert "MPRT" in ALL_METRICS and "MPRT" not in DEFAULT_METRICS
+    assert set(ALL_METRICS) - set(DEFAULT_METRICS) == {"MPRT"}
+    assert build_parser().parse_args(["benchmark", "--mprt"]).mprt
+
+
 def test_report_of_a_folder_without_results_says_what_to_run(tmp_path):
     with pytest.raises(SystemExit, match="no results.json or results.csv"):
         run_cli(["report", str(tmp_path)])
