@@ -211,10 +211,10 @@ def make_explain_func(method_name: str, *, attribute_kwargs: Optional[Dict[str, 
         on_degenerate: policy for constant maps: ``"uniform"`` (default), ``"raise"`` or
             ``"keep"`` (module docstring).
         seed: seed of the degenerate-map jitter (of the noise, for ``"random"``).
-        **method_options: constructor options of the method (e.g. ``redundancy="empty"``).
+        **method_options (Any): constructor options of the method (e.g. ``redundancy="empty"``).
 
     Returns:
-        Callable ``(model, inputs (N,3,H,W), targets (N,), device=None, **kwargs) -> (N,1,H,W) float32``.
+        Callable: ``(model, inputs (N,3,H,W), targets (N,), device=None, **kwargs) -> (N,1,H,W) float32``.
     """
     if method_name == "random" and method_name not in METHODS:
         if attribute_kwargs or method_options:

@@ -436,7 +436,7 @@ def make_metric(name: str, **kwargs) -> quantus.Metric:
     Args:
         name: class name in ``quantus`` (``"PixelFlipping"``, ``"PointingGame"``, ...),
             case-insensitive.
-        **kwargs: constructor arguments of the metric.
+        **kwargs (Any): constructor arguments of the metric.
 
     Returns:
         quantus.Metric: the metric instance.
@@ -501,35 +501,36 @@ def evaluate_metric(
     Args:
         metric: from :func:`make_metric` (or any Quantus metric).
         model: the :class:`~captum_clip.ZeroShotClassifier` (in eval mode).
-        x_batch: images ``(N, 3, H, W)``, numpy or torch, cast to float32.
-        y_batch: target classes ``(N,)``.
-        s_batch: optional masks ``(N, 1, H, W)`` or ``(N, H, W)`` (a channel is added:
-            Quantus requires ``(N, 1, H, W)``).
+        x_batch (numpy.ndarray or Tensor): images ``(N, 3, H, W)``, cast to float32.
+        y_batch (numpy.ndarray, Tensor or list[int]): target classes ``(N,)``.
+        s_batch (numpy.ndarray, Tensor or None): optional masks ``(N, 1, H, W)`` or ``(N, H, W)``
+            (a channel is added: Quantus requires ``(N, 1, H, W)``).
         explain_func: a Quantus ``explain_func``, or a method name for
             :func:`~captum_clip.evaluation.make_explain_func` (``"random"`` included).
-        a_batch: precomputed attributions ``(N, 1, H, W)`` instead of ``explain_func``.
+        a_batch (numpy.ndarray, Tensor or None): precomputed attributions ``(N, 1, H, W)`` instead of
+            ``explain_func``.
         device: passed to Quantus (and from it to the explain func).
         explain_func_kwargs: extra keyword arguments of every explain call.
         softmax: model output for the metric: logits (False, default) or probabilities.
         reduce_curves: reduce per-sample curves to their trapezoidal AUC (``dx=1``, as
             Quantus's ``get_auc_score``); otherwise return the curves.
-        **call_kwargs: other ``metric.__call__`` arguments (``batch_size``, ``channel_first``,
+        **call_kwargs (Any): other ``metric.__call__`` arguments (``batch_size``, ``channel_first``,
             ``model_predict_kwargs``, ``custom_batch``).
 
     Returns:
-        ``(N,)`` float array, with per metric:
+        numpy.ndarray or list[numpy.ndarray]: an ``(N,)`` float array, with per metric:
 
-        * scalar metrics: Quantus's per-sample scores;
-        * curve metrics (PixelFlipping, RegionPerturbation, Selectivity): AUC per sample
-          (or ``(N, T)`` curves / a list of curves with ``reduce_curves=False``);
-        * :class:`PixelROAD`: per sample, the fraction of ``percentages`` after whose
-          removal the class was kept (the mean of its ROAD curve; lower is better);
-          a stock ``quantus.ROAD`` returns only its aggregate, as a length-1 array;
-        * MPRT: per-sample similarity at the last randomised layer unless
-          ``return_average_correlation``/``return_last_correlation`` already made it a list;
-        * a metric built with ``return_aggregate=True``: a length-1 array.
+            * scalar metrics: Quantus's per-sample scores;
+            * curve metrics (PixelFlipping, RegionPerturbation, Selectivity): AUC per sample
+              (or ``(N, T)`` curves / a list of curves with ``reduce_curves=False``);
+            * :class:`PixelROAD`: per sample, the fraction of ``percentages`` after whose
+              removal the class was kept (the mean of its ROAD curve; lower is better);
+              a stock ``quantus.ROAD`` returns only its aggregate, as a length-1 array;
+            * MPRT: per-sample similarity at the last randomised layer unless
+              ``return_average_correlation``/``return_last_correlation`` already made it a list;
+            * a metric built with ``return_aggregate=True``: a length-1 array.
 
-        The raw output stays on ``metric.evaluation_scores``.
+            The raw output stays on ``metric.evaluation_scores``.
     """
     if isinstance(explain_func, str):
         from .quantus_adapters import make_explain_func

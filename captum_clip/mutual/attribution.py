@@ -95,7 +95,7 @@ class MutualConceptAttribution(ClipAttribution):
         min_second_size (int): the second foreground component is kept from this many patches (5).
         random_state (int): k-means seed.
         template (str): template of the descriptor classifier W_D ("a photo showing {}").
-        cache_dir: where bank embeddings (and the WordNet bank) are cached; default
+        cache_dir (str or os.PathLike, optional): where bank embeddings (and the WordNet bank) are cached; default
             :func:`captum_clip.core.cache.cache_root`.
         use_cache (bool): read and write those caches.
         prompt_batch_size (int): prompt images per image-encoder call.
@@ -193,7 +193,7 @@ class MutualConceptAttribution(ClipAttribution):
         """Stage (a) only: the visual concepts of ``inputs``.
 
         Args:
-            inputs: normalised images ``(N, 3, H, W)`` (or a 1-tuple of them).
+            inputs (Tensor or tuple[Tensor]): normalised images ``(N, 3, H, W)`` (or a 1-tuple of them).
             reference_images: None (fit on ``inputs``), images to fit on, or a :class:`ConceptBasis`.
 
         Returns:
@@ -298,7 +298,7 @@ class MutualConceptAttribution(ClipAttribution):
         """Stages (b)-(d) for given visual concepts (e.g. from :meth:`visual_concepts`, possibly edited).
 
         Args:
-            inputs: the normalised images ``(N, 3, H, W)`` the concepts belong to.
+            inputs (Tensor or tuple[Tensor]): the normalised images ``(N, 3, H, W)`` the concepts belong to.
             concepts: their :class:`VisualConcepts`.
             target: as in :meth:`explain`.
 
