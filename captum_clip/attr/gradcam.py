@@ -33,6 +33,7 @@ class CLIPGradCAM(ClipAttribution, LayerAttribution, GradientAttribution):
     """
 
     map_normalisation = "none: ReLU(sum_c w_c A_c) in logit units, bilinearly upsampled"
+    display_outlier_perc = 2.0  # gradient maps: a few extreme cells would otherwise flatten the picture
 
     def __init__(self, classifier: ZeroShotClassifier) -> None:
         ClipAttribution.__init__(self, classifier)

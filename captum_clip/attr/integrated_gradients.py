@@ -39,6 +39,7 @@ class CLIPIntegratedGradients(ClipAttribution, GradientAttribution):
     """
 
     map_normalisation = "none: attributions in logit units, summed over RGB (absolute values by default)"
+    display_outlier_perc = 2.0  # gradient maps: a few extreme pixels would otherwise flatten the picture
 
     def __init__(self, classifier: ZeroShotClassifier, channel_reduction: str = "abs_sum") -> None:
         ClipAttribution.__init__(self, classifier)
@@ -46,6 +47,11 @@ class CLIPIntegratedGradients(ClipAttribution, GradientAttribution):
         if channel_reduction not in CHANNEL_REDUCTIONS:
             raise ValueError(f"channel_reduction must be one of {CHANNEL_REDUCTIONS}; got {channel_reduction!r}.")
         self.channel_reduction = channel_reduction
+
+    @property
+    def signed_maps(self) -> bool:
+        # Only the "sum" reduction keeps the sign; "abs_sum" (the default) maps are magnitudes.
+        return self.channel_reduction == "sum"
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -80,8 +86,8 @@ class CLIPIntegratedGradients(ClipAttribution, GradientAttribution):
 
         Returns:
             Tensor (or a 1-tuple if ``inputs`` was a tuple): ``(N, 1, H, W)`` channel-reduced
-            attributions, not normalised; with ``return_convergence_delta=True``, ``(maps, delta)``
-            with ``delta`` of shape ``(N,)``.
+                attributions, not normalised; with ``return_convergence_delta=True``, ``(maps, delta)``
+                with ``delta`` of shape ``(N,)``.
         """
         images, is_tuple, device = self._inputs(inputs, additional_forward_args, gradients=True)
         _check_steps(n_steps, internal_batch_size)

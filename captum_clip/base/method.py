@@ -42,6 +42,10 @@ class ClipAttribution(Attribution):
 
     #: How this method's maps are scaled (shown in the docs' method table).
     map_normalisation: str = ""
+    #: Whether the maps' sign means something: figures then use a range symmetric about zero and a diverging map.
+    signed_maps: bool = False
+    #: Figures saturate the largest values holding this percent of a map's total (Captum's ``outlier_perc``).
+    display_outlier_perc: float = 0.0
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -310,13 +310,21 @@ def markdown_table(rows: List[Dict]) -> str:
 
 def bar_chart(rows: List[Dict]) -> Figure:
     """One panel per metric, one bar per method with its standard error."""
+    from ..viz import _whole_pixels
+
     methods = list(dict.fromkeys(r["method"] for r in rows))
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     cell = {(r["method"], r["metric"]): r for r in rows}
     columns = min(4, len(metrics))
-    figure = Figure(figsize=(3.4 * columns, 2.8 * math.ceil(len(metrics) / columns)), dpi=100)
+    labels = [method_label(m) for m in methods]
+    # Vertical labels: a bar's width each (0.2 in) and their length below the panel (DejaVu Sans at 8 pt is under
+    # 0.6 em a character), so neither overlap nor the canvas edge depends on how many methods there are.
+    label_inches = max(len(label) for label in labels) * 8 * 0.6 / 72
+    n_rows = math.ceil(len(metrics) / columns)
+    figure = Figure(figsize=(_whole_pixels(max(3.4, 0.2 * len(methods) + 0.8) * columns, 100),
+                             _whole_pixels((2.2 + label_inches) * n_rows, 100)), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(math.ceil(len(metrics) / columns), columns, squeeze=False).ravel()
+    axes = figure.subplots(n_rows, columns, squeeze=False).ravel()
     colours = [f"C{i}" for i in range(len(methods))]
     for axis, metric in zip(axes, metrics):
         means = [cell[m, metric]["mean"] if (m, metric) in cell else math.nan for m in methods]
@@ -324,10 +332,9 @@ def bar_chart(rows: List[Dict]) -> Figure:
         axis.bar(range(len(methods)), means, yerr=errors, color=colours, capsize=3)
         axis.set_title(f"{metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'}", fontsize=10)
         axis.set_xticks(range(len(methods)))
-        axis.set_xticklabels([method_label(m) for m in methods], rotation=35, ha="right", fontsize=8)
+        axis.set_xticklabels(labels, rotation=90, fontsize=8)
     for axis in axes[len(metrics):]:
         axis.set_visible(False)
-    figure.tight_layout()
     return figure
 
 
