@@ -47,7 +47,7 @@ def display_range(maps: Union[np.ndarray, Tensor], signed: bool = False, outlier
             keeps the full range.
 
     Returns:
-        ``(vmin, vmax)`` floats with ``vmin < vmax``.
+        tuple[float, float]: ``(vmin, vmax)`` with ``vmin < vmax``.
     """
     values = _as_array(maps)
     values = values[np.isfinite(values)]
@@ -68,7 +68,8 @@ def overlay_rgb(image: np.ndarray, saliency: Union[np.ndarray, Tensor], vmin: fl
     Args:
         image: ``(H, W, 3)`` uint8.
         saliency: ``(H, W)`` map, coloured over ``[vmin, vmax]`` (values outside saturate).
-        vmin, vmax: the colour range, e.g. from :func:`display_range`.
+        vmin: the low end of the colour range, e.g. from :func:`display_range`.
+        vmax: its high end.
         cmap: a matplotlib colour map name.
         alpha: weight of the map's colour.
         outline: optional ``(H, W)`` bool ground-truth mask; its boundary is drawn in white.
