@@ -25,8 +25,9 @@ def _fail(message: str) -> SystemExit:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="shapes", help="open_clip model name or config JSON (default: shapes)")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
+    parser.add_argument("--model", default="shapes", help="open_clip model name or config JSON (default: shapes, the shipped scene model)")
+    parser.add_argument("--pretrained", default=None,
+                        help="open_clip pretrained tag or checkpoint file (default: none; the shipped model needs none)")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA where present, else CPU; default), cpu, cuda, ...")
     parser.add_argument("--text-source", choices=("definition", "lemmas"), default=None,
@@ -41,7 +42,8 @@ def _add_convis_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=positive_int, default=16, help="window stride in pixels of the 224 frame (16)")
     parser.add_argument("--pad-fill", choices=("noise", "black", "gray"), default="noise",
                         help="canvas padding around the image (the reference: seeded uniform noise)")
-    parser.add_argument("--aggregation", choices=("max_then_mean", "mean_then_max"), default="max_then_mean")
+    parser.add_argument("--aggregation", choices=("max_then_mean", "mean_then_max"), default="max_then_mean",
+                        help="how a concept's window ranks become a map, as in the paper")
     parser.add_argument("--resize", choices=("tensor", "pil"), default="tensor",
                         help="window preprocessing: batched tensor resize (fast) or the model's PIL transform")
     parser.add_argument("--batch-size", type=positive_int, default=None,
@@ -223,12 +225,12 @@ def add_convis_commands(commands) -> None:
     wsol.add_argument("--scenes", type=positive_int, default=50, help="generated scenes (without --images)")
     wsol.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed (held-out range)")
     wsol.add_argument("--objects", type=positive_int, default=None, help="objects per scene (default: 1-3 at random)")
-    wsol.add_argument("--images", default=None, help="image folder (instead of generated scenes)")
-    wsol.add_argument("--boxes", default=None, help="boxes file: '<image> <x> <y> <width> <height>' per line")
-    wsol.add_argument("--concept", default=None, help="synset to localise in --images (e.g. bird.n.01)")
-    wsol.add_argument("--limit", type=positive_int, default=None, help="at most this many images")
-    wsol.add_argument("--out", default=None, help="also write the results as JSON")
-    wsol.add_argument("--figure", default=None, help="also draw the first queries' maps and boxes (.png)")
+    wsol.add_argument("--images", default=None, help="image folder (default: none, generated scenes)")
+    wsol.add_argument("--boxes", default=None, help="boxes file: '<image> <x> <y> <width> <height>' per line (default: none; needed with --images)")
+    wsol.add_argument("--concept", default=None, help="synset to localise in --images, e.g. bird.n.01 (default: none; needed with --images)")
+    wsol.add_argument("--limit", type=positive_int, default=None, help="at most this many images (default: all)")
+    wsol.add_argument("--out", default=None, help="also write the results as JSON (default: print only)")
+    wsol.add_argument("--figure", default=None, help="also draw the first queries' maps and boxes (.png; default: no figure)")
     wsol.add_argument("--figure-queries", type=positive_int, default=6, help="queries in the figure")
     _add_model_arguments(wsol)
     _add_convis_arguments(wsol)
@@ -237,19 +239,19 @@ def add_convis_commands(commands) -> None:
     ood = commands.add_parser("convis-ood", help="WordNet-text OOD detection: AUROC (offline on generated scenes)")
     ood.add_argument("--scenes", type=positive_int, default=600, help="single-object test scenes (without --images)")
     ood.add_argument("--train-scenes", type=positive_int, default=600, help="training scenes for the linear-probe baseline")
-    ood.add_argument("--images", default=None, help="test root: one folder per class, named by wnid or synset")
-    ood.add_argument("--train", default=None, help="training root in the same layout (linear-probe baseline)")
-    ood.add_argument("--id", default=None, help="ID synset (e.g. bird.n.01)")
-    ood.add_argument("--ood", default=None, help="OOD synset (e.g. hunting_dog.n.01)")
-    ood.add_argument("--limit", type=positive_int, default=None, help="at most this many images per class folder")
-    ood.add_argument("--out", default=None, help="also write the results as JSON")
+    ood.add_argument("--images", default=None, help="test root: one folder per class, named by wnid or synset (default: none, generated scenes)")
+    ood.add_argument("--train", default=None, help="training root in the same layout, for the linear-probe baseline (default: none)")
+    ood.add_argument("--id", default=None, help="ID synset, e.g. bird.n.01 (default: none; needed with --images)")
+    ood.add_argument("--ood", default=None, help="OOD synset, e.g. hunting_dog.n.01 (default: none; needed with --images)")
+    ood.add_argument("--limit", type=positive_int, default=None, help="at most this many images per class folder (default: all)")
+    ood.add_argument("--out", default=None, help="also write the results as JSON (default: print only)")
     _add_model_arguments(ood)
     ood.set_defaults(run=run_ood)
 
     top = commands.add_parser("convis-top", help="the WordNet concepts an image shows most, by ConVis map mass")
     top.add_argument("image", help="image file")
     top.add_argument("--k", type=positive_int, default=15, help="how many concepts")
-    top.add_argument("--under", default=None, help="only the children of this synset (one level of the tree)")
+    top.add_argument("--under", default=None, help="only the children of this synset, one level of the tree (default: the whole vocabulary)")
     top.add_argument("--specific", action="store_true",
                      help="score each synset by its own text (no hyponym closure): the most specific matches")
     _add_model_arguments(top)

@@ -88,30 +88,32 @@ def add_evaluate_command(commands) -> None:
     parser.add_argument("protocol", choices=PROTOCOL_NAMES)
     parser.add_argument("--dataset", required=True,
                         help="folder, voc, coco, imagenet-seg, cub, imagenet or shapes (generated scenes)")
-    parser.add_argument("--root", default=None, help="the dataset's local copy (not needed for shapes)")
-    parser.add_argument("--split", default=None, help="e.g. val (VOC), val2017 (COCO), test (CUB)")
-    parser.add_argument("--model", default=None, help="open_clip name or config JSON (default: the shipped model)")
-    parser.add_argument("--pretrained", default=None, help="open_clip tag or local checkpoint")
+    parser.add_argument("--root", default=None, help="the dataset's local copy (default: none; not needed for shapes)")
+    parser.add_argument("--split", default=None, help="e.g. val (VOC), val2017 (COCO), test (CUB) (default: the dataset's evaluation split)")
+    parser.add_argument("--model", default=None, help="open_clip name or config JSON (default: shapes, the shipped scene model)")
+    parser.add_argument("--pretrained", default=None, help="open_clip tag or local checkpoint (default: none)")
     parser.add_argument("--methods", action="append", default=[],
                         help="comma-separated registry names, with options as name:key=value (constructor or "
-                             "attribute options, e.g. ig:n_steps=16)")
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--batch-size", type=positive_int, default=16)
+                             "attribute options, e.g. ig:n_steps=16); no default: name at least one")
+    parser.add_argument("--out-dir", required=True, help="where results, shards and the report go")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch and per shard file")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
     parser.add_argument("--resume", action="store_true", help="skip batches whose shard file is already written")
     parser.add_argument("--tolerance", type=float, default=None, help="pointing: pixels (default 15 at 224 px)")
-    parser.add_argument("--threshold", default=None, help="cam-miou: a value in [0, 1] or 'sweep'")
+    parser.add_argument("--threshold", default=None, help="cam-miou: a value in [0, 1] or 'sweep' "
+                                                                  "(default: the protocol's)")
     parser.add_argument("--target", default=None, choices=("predicted", "gt"),
-                        help="segmentation, deletion, insertion: the class explained")
-    parser.add_argument("--option", action="append", default=[], help="other protocol options as key=value")
+                        help="segmentation, deletion, insertion: the class explained (default: the protocol's)")
+    parser.add_argument("--option", action="append", default=[],
+                        help="other protocol options as key=value, repeatable (default: none)")
     parser.add_argument("--n", type=positive_int, default=200, help="shapes: number of scenes")
     parser.add_argument("--first-object-only", action="store_true",
                         help="shapes: query only each scene's first object (the benchmark's query)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-weights copy")
     parser.add_argument("--no-random-weights", action="store_true", help="leave out the random-weights rows")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--report", action="store_true",
                         help="also write OUT_DIR/report.html (captum-clip report), with the maps of --examples images")

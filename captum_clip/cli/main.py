@@ -10,7 +10,7 @@ from typing import List, Optional
 import torch
 from PIL import Image
 
-from .argtypes import positive_int
+from .argtypes import command_parser, positive_int
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import load_clip
 from ..methods import DISPLAY_NAMES, METHODS, build_method, maps_for_targets
@@ -238,19 +238,29 @@ def benchmark(args: argparse.Namespace) -> Path:
     return paths["md"]
 
 
+def _version() -> str:
+    import open_clip
+
+    from .. import __version__
+
+    return f"captum-clip {__version__} (torch {torch.__version__}, open_clip {open_clip.__version__})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="captum-clip", description="Explain CLIP models with Captum-native methods.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = command_parser(prog="captum-clip", description="Explain CLIP models with Captum-native methods.")
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=command_parser)
 
     explain_parser = commands.add_parser("explain", help="saliency maps of text queries on an image, as a figure")
     explain_parser.add_argument("image", help="image file (any format PIL reads)")
     explain_parser.add_argument("--text", action="append", default=[],
-                                help="a query; repeat for several (convis: a WordNet noun synset such as dog.n.01)")
+                                help="a query; repeat for several (convis: a WordNet noun synset such as dog.n.01); "
+                                     "no default: at least one is needed")
     explain_parser.add_argument("--method", action="append", default=[],
                                 help=f"one of {', '.join(METHODS)}; repeat or comma-separate (default: surgery)")
     explain_parser.add_argument("--model", default=None,
                                 help="open_clip model name or config JSON (default: the shipped 'shapes' model)")
-    explain_parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
+    explain_parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file (default: none; the shipped model needs none)")
     explain_parser.add_argument("--device", default="auto",
                                 help="auto (CUDA where present, else CPU; default), cpu, cuda:1, ...")
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
@@ -260,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="mutual only: descriptor bank, a {class: [descriptors]} JSON file, 'shapes' "
                                      "(the scene model's bank) or 'wordnet' (generated from WordNet for the --text "
                                      "classes); default: 'shapes' for the shapes model, else 'wordnet'")
-    explain_parser.add_argument("--ig-steps", type=positive_int, default=50, help="ig only: path steps (50)")
+    explain_parser.add_argument("--ig-steps", type=positive_int, default=50, help="ig only: path steps")
     explain_parser.add_argument("--ig-batch-size", type=positive_int, default=16,
-                                help="ig only: path points per forward-backward pass; bounds memory (16)")
+                                help="ig only: path points per forward-backward pass; bounds memory")
     explain_parser.add_argument("--shared-scale", action="store_true",
                                 help="one colour range per method over all its queries, so their maps compare "
                                      "(default: off, each panel scaled alone)")
@@ -273,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--method", action="append", default=[],
                              help="methods to compare (default: surgery, clip, gradcam, ig)")
     demo_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
-    demo_parser.add_argument("--out", default="demo.png")
+    demo_parser.add_argument("--out", default="demo.png", help="output figure (.png, .pdf, .svg)")
     demo_parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                              help="autocast precision of the forward passes (weights stay fp32)")
     demo_parser.add_argument("--shared-scale", action="store_true",
@@ -296,14 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "randomised layer; on 8 scenes with the defaults it took 7 of the 10 minutes)")
     bench.add_argument("--n", type=positive_int, default=200, help="number of held-out scenes")
     bench.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed")
-    bench.add_argument("--model", default="shapes")
-    bench.add_argument("--pretrained", default=None)
+    bench.add_argument("--model", default="shapes", help="open_clip name or config JSON; shapes is the shipped scene model")
+    bench.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: none)")
     bench.add_argument("--device", default="auto",
                         help="auto (CUDA where present, else CPU; default), cpu, cuda, ...")
-    bench.add_argument("--batch-size", type=positive_int, default=50)
+    bench.add_argument("--batch-size", type=positive_int, default=50, help="scenes per Quantus call")
     bench.add_argument("--mprt-samples", type=positive_int, default=16, help="scenes for the (costly) MPRT check")
-    bench.add_argument("--ig-steps", type=positive_int, default=50)
-    bench.add_argument("--out-dir", default="benchmark_results")
+    bench.add_argument("--ig-steps", type=positive_int, default=50, help="ig only: path steps")
+    bench.add_argument("--out-dir", default="benchmark_results", help="where the tables, chart and report go")
     bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                        help="autocast precision of the forward passes (weights stay fp32)")
     bench.add_argument("--no-random-weights", action="store_true",
