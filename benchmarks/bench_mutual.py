@@ -90,6 +90,41 @@ def throughput(method, images, repeats: int, device: torch.device):
     return statistics.median(times_b), statistics.median(times_l), statistics.median(ratios), agree
 
 
+def recorded_encoder_inputs(method, run):
+    """The prompt batches ``run()`` sends through the vision tower, in order (a benchmark-only wrapper)."""
+    tower, batches = method.tower, []
+    encode = tower.encode
+
+    def recording(batch, *args, **kwargs):
+        batches.append(batch.detach().clone())
+        return encode(batch, *args, **kwargs)
+
+    tower.encode = recording
+    try:
+        run()
+    finally:
+        del tower.encode
+    return batches
+
+
+def encoder_floor(method, images, repeats: int, device: torch.device):
+    """Seconds the vision tower alone needs for the work of each run, and of a vanilla ``encode_image``.
+
+    The batched run's prompts are encoded in one pass (its floor: an ``explain`` with no overhead at all); the
+    loop's in the per-image passes it makes. ``loop seconds / batched floor`` bounds the speed-up any batching of
+    this method can reach on this device.
+    """
+    basis = method.fit_concepts(images)
+    batched_inputs = torch.cat(recorded_encoder_inputs(method, lambda: method.explain(images)))
+    loop_inputs = recorded_encoder_inputs(method, lambda: [method.explain(images[i:i + 1], reference_images=basis)
+                                                           for i in range(images.shape[0])])
+    with torch.no_grad():
+        one_pass = median_clock(lambda: method.tower.encode(batched_inputs), device, repeats)
+        per_image = median_clock(lambda: [method.tower.encode(b) for b in loop_inputs], device, repeats)
+        vanilla = median_clock(lambda: method.tower.encode(images), device, repeats)
+    return len(batched_inputs), one_pass, per_image, vanilla
+
+
 def stage_times(method, images, repeats: int, device: torch.device):
     """The vectorised steps on the batch: prompt drawing (torch vs OpenCV loop) and matching (stop vs 1000)."""
     concepts = method.visual_concepts(images)
@@ -180,6 +215,16 @@ def main() -> None:
                   f"| {b} | {b / batched:.2f} | {b / loop:.2f} | {ratio:.2f}x | {'yes' if agree else 'NO'} |",
                   "", f"(median of {args.repeats} alternating runs after a warm-up: {batched:.3f} s batched, "
                   f"{loop:.3f} s loop; speed-up = median of the per-pair loop / batched ratios)", ""]
+        n_prompts, one_pass, per_image, vanilla = encoder_floor(method, images, args.repeats, device)
+        lines += [f"### where the time goes, {label}", "",
+                  "| run | seconds | of which: encoding the prompts | share |", "|---|---:|---:|---:|",
+                  f"| batched `explain` | {batched:.3f} | {one_pass:.3f} (one pass of {n_prompts}) | "
+                  f"{one_pass / batched:.0%} |",
+                  f"| one image at a time | {loop:.3f} | {per_image:.3f} ({b} passes) | {per_image / loop:.0%} |",
+                  "", f"Batched `explain` costs {batched / vanilla:.1f}x one vanilla `encode_image` of the {b} "
+                  f"images ({vanilla * 1e3:.1f} ms), the physical anchor; it has to encode {n_prompts // b} "
+                  f"prompted images per image. With no overhead at all beyond that one pass, batching could reach "
+                  f"at most **{loop / one_pass:.2f}x** the loop on this device (loop seconds / one pass).", ""]
         if not args.no_stages:
             n_pairs, draw, matching, iters, same_picks = stage_times(method, images, args.repeats, device)
             lines += [f"### vectorised steps on the {b} images, {label}", "",
