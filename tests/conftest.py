@@ -210,3 +210,20 @@ def explained(mutual_methods, tiny_bundles):
         images = images_for(tiny_bundles[kind], n=3, seed=1)
         out[kind] = (images, method.explain(images))
     return out
+
+
+@pytest.fixture()
+def cli_files(tmp_path, monkeypatch):
+    """``(image, config, bank)`` files for CLI runs: a 50x70 noise image, the tiny ViT's config JSON and a tiny
+    descriptor bank, with a private embedding cache."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("CAPTUM_CLIP_CACHE_DIR", str(tmp_path / "cache"))
+    image = tmp_path / "scene.png"
+    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(image)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_CONFIGS["vit"]))
+    bank = tmp_path / "bank.json"
+    bank.write_text(json.dumps(TINY_BANK))
+    return image, config, bank

@@ -7,7 +7,6 @@ are caught at ``Figure.savefig``, so the check sees exactly the figure that was 
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import contextmanager
 from unittest import mock
@@ -24,7 +23,6 @@ from captum_clip.cli import main
 from captum_clip.core.loading import BUILTIN_MODELS
 from captum_clip.viz import display_range, overlay_figure
 
-from .conftest import TINY_BANK, TINY_CONFIGS
 
 SHIPPED = pytest.mark.skipif(not BUILTIN_MODELS["shapes"][1].is_file(), reason="shipped scene model not built")
 
@@ -110,18 +108,6 @@ def saved_figures():
 
 # ---------------------------------------------------------------------------------------------- CLI figures
 @pytest.fixture()
-def tiny_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPTUM_CLIP_CACHE_DIR", str(tmp_path / "cache"))
-    image = tmp_path / "scene.png"
-    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(image)
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY_CONFIGS["vit"]))
-    bank = tmp_path / "bank.json"
-    bank.write_text(json.dumps(TINY_BANK))
-    return image, config, bank
-
-
-@pytest.fixture()
 def quick_convis(monkeypatch, real_wordnet):
     """ConVis over a small vocabulary with a smooth stand-in for its window sweep: the figure is under test,
     not ConVis, whose maps (in [0, 1]) take minutes of CPU on the full vocabulary."""
@@ -148,8 +134,8 @@ def _overlay_titles(figure: Figure) -> list:
     return [axis.get_title() for axis in figure.axes if axis.get_title() and axis.get_title() != "input"]
 
 
-def test_explain_overlay_with_ig_and_convis_fits(tiny_files, tmp_path, quick_convis, real_wordnet):
-    image, config, _ = tiny_files
+def test_explain_overlay_with_ig_and_convis_fits(cli_files, tmp_path, quick_convis, real_wordnet):
+    image, config, _ = cli_files
     out = tmp_path / "synsets.png"
     with saved_figures() as saved:
         main(["explain", str(image), "--text", "circle.n.01", "--text", "star.n.05", "--method", "gradcam,ig,convis",
@@ -164,8 +150,8 @@ def test_explain_overlay_with_ig_and_convis_fits(tiny_files, tmp_path, quick_con
     assert not any("p=" in title for title in titles)
 
 
-def test_explain_convis_beside_class_queries_captions_its_row(tiny_files, tmp_path, quick_convis):
-    image, config, _ = tiny_files
+def test_explain_convis_beside_class_queries_captions_its_row(cli_files, tmp_path, quick_convis):
+    image, config, _ = cli_files
     out = tmp_path / "classes.png"
     with saved_figures() as saved:
         main(["explain", str(image), "--text", "red circle", "--text", "blue star", "--method", "surgery,convis",
@@ -180,8 +166,8 @@ def test_explain_convis_beside_class_queries_captions_its_row(tiny_files, tmp_pa
     assert len(captions) == 2 and captions[0].startswith("red circle → circle.n.01:")
 
 
-def test_mutual_concept_figure_from_the_cli_fits(tiny_files, tmp_path):
-    image, config, bank = tiny_files
+def test_mutual_concept_figure_from_the_cli_fits(cli_files, tmp_path):
+    image, config, bank = cli_files
     with saved_figures() as saved:
         main(["explain", str(image), "--text", "cat", "--text", "dog", "--method", "mutual", "--model", str(config),
               "--descriptors", str(bank), "--out", str(tmp_path / "mutual.png")])
