@@ -22,10 +22,6 @@ def to_display_images(images: Tensor, mean: Sequence[float], std: Sequence[float
     return (pixels.permute(0, 2, 3, 1).detach().cpu().numpy() * 255).round().astype(np.uint8)
 
 
-#: Captum's visualiser default ``outlier_perc``.
-DEFAULT_OUTLIER_PERC = 2.0
-
-
 def _as_array(values: Union[np.ndarray, Tensor]) -> np.ndarray:
     return np.asarray(values.detach().float().cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
 
@@ -54,15 +50,23 @@ def display_range(maps: Union[np.ndarray, Tensor], signed: bool = False, outlier
     if values.size == 0:
         return 0.0, 1.0
     if signed:
-        high = float(np.percentile(np.abs(values), 100 - outlier_perc))
+        magnitudes = np.abs(values)
+        high = float(np.percentile(magnitudes, 100 - outlier_perc))
+        # A sparse map (most values 0) has a zero percentile: its own peak is the range then, not a guess.
+        high = high if high > 0 else float(magnitudes.max())
         return (-high, high) if high > 0 else (-1.0, 1.0)
     low = float(values.min())
     high = float(np.percentile(values, 100 - outlier_perc)) if outlier_perc else float(values.max())
-    return (low, high) if high > low else (low, low + 1.0)
+    high = high if high > low else float(values.max())
+    if high > low:
+        return low, high
+    # A constant map: any range around its value, wide enough to stay a range in float64 at its magnitude.
+    return low, low + max(1.0, abs(low) * 1e-6)
 
 
 def overlay_rgb(image: np.ndarray, saliency: Union[np.ndarray, Tensor], vmin: float, vmax: float,
-                cmap: str = "viridis", alpha: float = 0.5, outline: Optional[np.ndarray] = None) -> np.ndarray:
+                cmap: str = "viridis", alpha: float = 0.5, outline: Optional[np.ndarray] = None,
+                grey: bool = True) -> np.ndarray:
     """One map blended over its image as pixels (for thumbnails and pages, where no axes are drawn).
 
     Args:
@@ -73,6 +77,8 @@ def overlay_rgb(image: np.ndarray, saliency: Union[np.ndarray, Tensor], vmin: fl
         cmap: a matplotlib colour map name.
         alpha: weight of the map's colour.
         outline: optional ``(H, W)`` bool ground-truth mask; its boundary is drawn in white.
+        grey: blend over a grey-scale copy of the image, as the figures do, so that the map's colours are not
+            confused with the image's.
 
     Returns:
         ``(H, W, 3)`` uint8.
@@ -83,7 +89,10 @@ def overlay_rgb(image: np.ndarray, saliency: Union[np.ndarray, Tensor], vmin: fl
     saliency = _as_array(saliency)
     scaled = np.clip((saliency - vmin) / (vmax - vmin), 0.0, 1.0)
     colours = colormaps[cmap](scaled)[..., :3]
-    blended = (1 - alpha) * np.asarray(image, dtype=np.float64) / 255 + alpha * colours
+    base = np.asarray(image, dtype=np.float64) / 255
+    if grey:
+        base = np.repeat(base.mean(axis=-1, keepdims=True), 3, axis=-1)
+    blended = (1 - alpha) * base + alpha * colours
     if outline is not None:
         blended[find_boundaries(np.asarray(outline, dtype=bool), mode="inner")] = 1.0
     return np.clip(np.rint(blended * 255), 0, 255).astype(np.uint8)
@@ -174,7 +183,7 @@ def overlay_figure(
     panel_size: float = 2.6,
     *,
     signed: Union[Mapping[str, bool], Iterable[str]] = (),
-    outlier_perc: Union[Mapping[str, float], float] = DEFAULT_OUTLIER_PERC,
+    outlier_perc: Union[Mapping[str, float], float] = 0.0,
     shared_scale: bool = False,
     signed_cmap: str = "RdBu_r",
     panel_notes: Optional[Mapping[str, Sequence[str]]] = None,
@@ -201,7 +210,8 @@ def overlay_figure(
         signed: the methods whose maps are signed (names, or a name -> bool mapping): their range is symmetric
             about zero and drawn with ``signed_cmap``.
         outlier_perc: percent of each map's values that saturate (see :func:`display_range`), one value for all
-            methods or per method name (methods left out get :data:`DEFAULT_OUTLIER_PERC`, Captum's default).
+            methods or per method name (methods left out get 0: no clipping). The CLI passes each method's
+            ``display_outlier_perc`` (2, Captum's default, for the gradient methods; 0 for similarity maps).
         shared_scale: one colour range per method row over all its queries, with one colour bar at the row's
             end (compares a method's queries); False (default) scales each panel alone, each with its own bar.
         signed_cmap: colour map of signed maps (diverging).
@@ -221,7 +231,7 @@ def overlay_figure(
     methods = list(maps)
     signed_methods = _signed_names(signed)
     per_method_perc = dict(outlier_perc) if isinstance(outlier_perc, Mapping) else {}
-    default_perc = DEFAULT_OUTLIER_PERC if isinstance(outlier_perc, Mapping) else float(outlier_perc)
+    default_perc = 0.0 if isinstance(outlier_perc, Mapping) else float(outlier_perc)
     panel_notes = {name: list(notes) for name, notes in (panel_notes or {}).items()}
     for option, names in (("signed", signed_methods), ("outlier_perc", per_method_perc), ("panel_notes", panel_notes)):
         _check_names(option, names, methods)
@@ -317,5 +327,5 @@ def save_overlay(path: Union[str, Path], *args, **kwargs) -> Path:
     return save_figure(overlay_figure(*args, **kwargs), path)
 
 
-__all__ = ["DEFAULT_OUTLIER_PERC", "display_range", "overlay_figure", "overlay_rgb", "save_figure", "save_overlay",
+__all__ = ["display_range", "overlay_figure", "overlay_rgb", "save_figure", "save_overlay",
            "to_display_images"]

@@ -21,7 +21,7 @@ from PIL import Image
 from captum_clip import load_clip
 from captum_clip.cli import main
 from captum_clip.core.loading import BUILTIN_MODELS
-from captum_clip.viz import display_range, overlay_figure
+from captum_clip.viz import display_range, overlay_figure, overlay_rgb
 
 
 SHIPPED = pytest.mark.skipif(not BUILTIN_MODELS["shapes"][1].is_file(), reason="shipped scene model not built")
@@ -341,6 +341,17 @@ def test_outlier_clipping_saturates_the_top_two_percent():
     assert [bars[0].extend, bars[2].extend] == ["max", "neither"]
     signed_low, signed_high = display_range(values - 1, signed=True, outlier_perc=2)
     assert signed_low == -signed_high and np.isclose(np.mean(np.abs(values - 1) > signed_high), 0.02, atol=1e-3)
+
+
+def test_sparse_and_constant_maps_get_a_range_of_their_own():
+    sparse = np.zeros((100, 100))
+    sparse[0, :50] = np.linspace(1e-4, 1e-3, 50)  # 0.5 % of the pixels are non-zero
+    assert display_range(sparse, outlier_perc=2) == (0.0, 1e-3)  # not (0, 1): the map would be invisible
+    assert display_range(np.concatenate([sparse, -sparse]), signed=True, outlier_perc=2) == (-1e-3, 1e-3)
+    low, high = display_range(np.full((4, 4), 1e17))
+    assert low == 1e17 and high > low
+    pixels = overlay_rgb(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 1e17), low, high)
+    assert pixels.dtype == np.uint8  # no division by zero
 
 
 def test_overlay_keeps_its_positional_signature_and_checks_its_options():

@@ -44,7 +44,7 @@ class ClipAttribution(Attribution):
     map_normalisation: str = ""
     #: Whether the maps' sign means something: figures then use a range symmetric about zero and a diverging map.
     signed_maps: bool = False
-    #: Figures saturate the largest values holding this percent of a map's total (Captum's ``outlier_perc``).
+    #: Figures saturate this percent of a map's largest values (``outlier_perc`` of :func:`captum_clip.viz.display_range`).
     display_outlier_perc: float = 0.0
 
     def __init_subclass__(cls, **kwargs) -> None:

@@ -16,6 +16,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_int(value: str) -> int:
+    """An integer of at least 0 (a count that may be none)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer (0 or more), got {number}")
+    return number
+
+
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's default in ``--help``: appended as "(default: X)" unless the help text already says what
     the default is (an option whose default is None or off describes it in words)."""

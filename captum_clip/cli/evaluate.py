@@ -11,6 +11,7 @@ import sys
 import torch
 
 from .argtypes import positive_int
+from .report import add_report_arguments, examples_to_keep
 
 
 def _protocol_options(args: argparse.Namespace) -> dict:
@@ -55,7 +56,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     device = args.device or "auto"
     args.device = None  # the harness moves the model to each rank's device
     bundle = _load(args)
-    examples = args.examples if args.examples is not None else (REPORT_EXAMPLES if args.report else 0)
+    examples = examples_to_keep(args)
     config = EvaluationConfig(args.protocol, args.dataset, args.split, args.model, args.pretrained, methods,
                               batch_size=args.batch_size, precision=args.precision, random_weights_seed=args.seed,
                               sanity=not args.no_random_weights, options=_protocol_options(args))
@@ -72,9 +73,6 @@ def evaluate(args: argparse.Namespace) -> dict:
             write_and_say(args.out_dir)
     return results
 
-
-#: Images whose maps ``--report`` keeps when ``--examples`` is not given.
-REPORT_EXAMPLES = 8
 
 #: The protocols of :data:`captum_clip.evaluation.protocols.PROTOCOLS`, named here so that building the parser
 #: imports neither Quantus nor the protocols (a test checks the two agree).
@@ -115,9 +113,5 @@ def add_evaluate_command(commands) -> None:
     parser.add_argument("--no-random-weights", action="store_true", help="leave out the random-weights rows")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--report", action="store_true",
-                        help="also write OUT_DIR/report.html (captum-clip report), with the maps of --examples images")
-    parser.add_argument("--examples", type=int, default=None,
-                        help=f"keep every method's maps of the first N images in OUT_DIR/examples/ for the report "
-                             f"(default {REPORT_EXAMPLES} with --report, else 0)")
+    add_report_arguments(parser)
     parser.set_defaults(run=evaluate)

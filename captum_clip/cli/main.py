@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from .argtypes import command_parser, positive_int
+from .report import add_report_arguments, examples_to_keep
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import load_clip
 from ..methods import DISPLAY_NAMES, METHODS, build_method, maps_for_targets
@@ -219,11 +220,17 @@ def benchmark(args: argparse.Namespace) -> Path:
     bundle = _load(args)
     classifier = ZeroShotClassifier(bundle, single_object_classnames())
     data = shapes_scenes(classifier, args.n, seed=args.seed)
-    with collected_warnings() as caught:
-        rows = run_benchmark(classifier, data, methods, metrics, device=str(bundle.device),
-                             batch_size=args.batch_size, mprt_samples=args.mprt_samples, ig_steps=args.ig_steps,
-                             random_weights=not args.no_random_weights, examples=8 if args.report else 0,
-                             examples_dir=args.out_dir)
+    try:
+        with collected_warnings() as caught:
+            rows = run_benchmark(classifier, data, methods, metrics, device=str(bundle.device),
+                                 batch_size=args.batch_size, mprt_samples=args.mprt_samples, ig_steps=args.ig_steps,
+                                 random_weights=not args.no_random_weights, examples=examples_to_keep(args),
+                                 examples_dir=args.out_dir)
+    except ValueError as error:
+        raise SystemExit(f"captum-clip: benchmark: {error}") from None
+    if not rows:
+        raise SystemExit(f"captum-clip: benchmark: no method scores any of the metrics {', '.join(metrics)} (the "
+                         f"concept metrics score mutual only); nothing was written.")
     mprt = f"MPRT on {min(args.mprt_samples, args.n)} scenes; " if "MPRT" in metrics else ""
     title = (f"{args.n} held-out scenes (seeds {args.seed}..{args.seed + args.n - 1}), model {bundle.name}, "
              f"query = first object; {mprt}mean ± standard error")
@@ -318,8 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="autocast precision of the forward passes (weights stay fp32)")
     bench.add_argument("--no-random-weights", action="store_true",
                        help="leave out the rows of every method on the model with random vision weights")
-    bench.add_argument("--report", action="store_true",
-                       help="also write OUT_DIR/report.html (captum-clip report), with the maps of the first 8 scenes")
+    add_report_arguments(bench, unit="scenes")
     bench.set_defaults(run=benchmark)
 
     from .convis import add_convis_commands

@@ -101,6 +101,8 @@ class SceneBatch:
     y: np.ndarray
     s: np.ndarray
     queries: List[str]
+    #: Each image's name (the scene seed for generated scenes), for the report.
+    names: Optional[List[str]] = None
 
 
 def shapes_scenes(classifier: ZeroShotClassifier, n: int, seed: int = HELD_OUT_SEED_START,
@@ -120,7 +122,8 @@ def shapes_scenes(classifier: ZeroShotClassifier, n: int, seed: int = HELD_OUT_S
     mean, std = classifier.bundle.image_mean_std
     images = to_tensor(np.stack([scene.image for scene in scenes]), mean, std)
     masks = np.stack([scene.masks[0] for scene in scenes])[:, None].astype(np.float32)
-    return SceneBatch(images.numpy(), np.asarray(targets), masks, queries)
+    return SceneBatch(images.numpy(), np.asarray(targets), masks, queries,
+                      [f"scene {seed + i}" for i in range(len(scenes))])
 
 
 def parse_method_spec(spec: str) -> Tuple[str, Dict[str, str]]:
@@ -269,21 +272,29 @@ def run_benchmark(classifier: ZeroShotClassifier, data: SceneBatch, methods: Seq
             })
             cells.update()
     cells.close()
-    if kept and examples_dir is not None:
-        _save_examples(examples_dir, data, kept, classifier)
+    if examples_dir is not None:
+        from .records import remove_examples
+
+        remove_examples(examples_dir, lambda index: True)  # one process: every earlier example is stale
+        if kept:
+            _save_examples(examples_dir, data, kept, classifier, methods)
     return rows
 
 
-def _save_examples(out_dir, data: SceneBatch, kept: Dict[str, np.ndarray], classifier: ZeroShotClassifier) -> None:
-    from ..viz import to_display_images
-    from .records import save_example
+def _save_examples(out_dir, data: SceneBatch, kept: Dict[str, np.ndarray], classifier: ZeroShotClassifier,
+                   methods: Sequence[str]) -> None:
+    from .records import display_settings, save_examples
 
     n = len(next(iter(kept.values())))
-    mean, std = classifier.bundle.image_mean_std
-    images = to_display_images(torch.as_tensor(data.x[:n]), mean, std)
-    for i in range(n):
-        save_example(out_dir, i, f"scene {i}", images[i], [data.queries[i]], data.s[i, :1] > 0.5,
-                     {key: maps[i][None] for key, maps in kept.items()})
+    names = data.names or [f"scene {i}" for i in range(n)]
+    display = {}
+    for method in methods:
+        name, options = parse_method_spec(method)
+        shown = display_settings(build_method(name, classifier, **options)) if name != "random" else (False, 0.0)
+        display.update({method: shown, f"{method}{RANDOM_WEIGHTS}": shown})
+    save_examples(out_dir, torch.as_tensor(data.x[:n]), classifier.bundle.image_mean_std,
+                  [{"index": i, "stem": names[i], "queries": [data.queries[i]], "gt": data.s[i, :1] > 0.5,
+                    "maps": {key: maps[i][None] for key, maps in kept.items()}} for i in range(n)], display)
 
 
 def method_label(key: str) -> str:

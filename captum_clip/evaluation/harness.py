@@ -34,10 +34,10 @@ from ..core.randomise import randomised_vision_copy
 from ..methods import build_method, method_class
 from .benchmark import RANDOM_WEIGHTS as RANDOM_SUFFIX, parse_method_spec
 from .datasets import EvalDataset, PreparedDataset, collate
-from .datasets.base import IGNORE
 from .distributed import Context, batches, gather_to_main, process_group, shard
 from .protocols import PROTOCOLS, Method, Protocol
-from .records import MapRecorder, collected_warnings, merge_warnings, provenance, save_example, say_warnings
+from .records import (MapRecorder, collected_warnings, display_settings, merge_warnings, provenance,
+                      remove_examples, save_examples, say_warnings)
 from .reports import write_outputs
 
 #: Bootstrap replicates behind every standard error (over images, seeded).
@@ -219,6 +219,8 @@ def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, cla
             rows.extend(stored)
     timing = {key: 0.0 for key in methods}
     images_done = 0
+    recomputed = {index for number in todo for index in all_batches[number]}
+    remove_examples(out_dir, lambda i: i in recomputed or (context.is_main and i >= len(dataset)))
     if todo:
         loader = DataLoader(PreparedDataset(dataset, bundle), batch_sampler=[all_batches[n] for n in todo],
                             num_workers=workers, collate_fn=collate)
@@ -241,7 +243,7 @@ def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, cla
                 timing[key] += time.perf_counter() - start
                 batch_rows.extend({"method": key, **row} for row in scored)
             if keep:
-                _save_examples(out_dir, batch, keep, recorders, classifier.classnames, bundle)
+                _save_examples(out_dir, protocol, batch, keep, recorders, methods, classifier.classnames, bundle)
             _write_shard(_shard_path(out_dir, number), digest, batch_rows)
             rows.extend(batch_rows)
             images_done += len(batch["stem"])
@@ -250,32 +252,14 @@ def _run_shard(protocol: Protocol, dataset: EvalDataset, bundle: ClipBundle, cla
     return rows, {"seconds": timing, "images": images_done}
 
 
-def _truth(batch: Dict[str, Any], item: int, query_class: int, size) -> np.ndarray:
-    """The ground truth drawn around a query's maps: its class's mask, else the image's foreground (a mask
-    without that class, as ImageNet-Segmentation's of the predicted class), else its class's boxes."""
-    mask = batch["mask"][item]
-    if mask is not None:
-        mask = mask.cpu().numpy()
-        truth = mask == query_class
-        return truth if truth.any() else (mask != 0) & (mask != IGNORE)
-    truth = np.zeros(size, dtype=bool)
-    boxes = batch["boxes"][item]
-    if boxes is not None:
-        for box in boxes[batch["box_labels"][item] == query_class].round().long().tolist():
-            x0, y0, x1, y1 = box
-            truth[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
-    return truth
-
-
-def _save_examples(out_dir: Path, batch: Dict[str, Any], keep: Sequence[int], recorders: Dict[str, MapRecorder],
-                   classnames: Sequence[str], bundle: ClipBundle) -> None:
-    """One example file per kept image: every method's recorded map of every query any method answered."""
-    from ..viz import to_display_images
-
-    mean, std = bundle.image_mean_std
-    images = to_display_images(batch["image"][list(keep)], mean, std)
-    size = images.shape[1:3]
-    for position, item in enumerate(keep):
+def _save_examples(out_dir: Path, protocol: Protocol, batch: Dict[str, Any], keep: Sequence[int],
+                   recorders: Dict[str, MapRecorder], methods: Dict[str, Method], classnames: Sequence[str],
+                   bundle: ClipBundle) -> None:
+    """One example file per kept image: every method's recorded map of every query any method answered, outlined
+    with the ground truth the protocol scored."""
+    size = tuple(batch["image"].shape[-2:])
+    kept_items, examples = [], []
+    for item in keep:
         targets = list(dict.fromkeys(t for r in recorders.values() for t, _ in r.kept.get(item, [])))
         if not targets:
             continue  # a protocol without maps (mutual-mi, convis-ood): nothing to show
@@ -285,9 +269,13 @@ def _save_examples(out_dir: Path, batch: Dict[str, Any], keep: Sequence[int], re
             for target, values in recorder.kept.get(item, []):
                 stack[targets.index(target)] = values
             maps[key] = stack
-        truth = np.stack([_truth(batch, item, t + 1, size) for t in targets])
-        save_example(out_dir, batch["index"][item], batch["stem"][item], images[position],
-                     [classnames[t] for t in targets], truth, maps)
+        kept_items.append(item)
+        examples.append({"index": batch["index"][item], "stem": batch["stem"][item],
+                         "queries": [classnames[t] for t in targets], "maps": maps,
+                         "gt": np.stack([protocol.truth(batch, item, t) for t in targets])})
+    if examples:
+        save_examples(out_dir, batch["image"][kept_items], bundle.image_mean_std, examples,
+                      {key: display_settings(method.attribution) for key, method in methods.items()})
 
 
 def _merge_timing(parts: List[dict]) -> Dict[str, Any]:

@@ -31,14 +31,6 @@ REPORT_NAME = "report.html"
 #: Colour maps of the overlays: one for maps of one sign, a diverging one (centred on zero) for signed maps.
 CMAP, SIGNED_CMAP = "viridis", "RdBu_r"
 ALPHA = 0.5
-#: A map counts as signed when its most negative value reaches this fraction of its largest magnitude (IG with
-#: ``channel_reduction=sum``); smaller negatives are numerical noise around a non-negative map.
-SIGNED_FRACTION = 0.1
-#: Percent of the largest values (of ``|map|`` on a signed scale) that saturate, so that a few spikes (IG's) do not
-#: wash out the rest of a row (Captum's visualiser saturates 2 %).
-OUTLIER_PERC = 1.0
-
-
 @dataclass
 class Column:
     """A metric column: its name and the better direction (``"↑"``, ``"↓"`` or ``""`` when unknown)."""
@@ -128,15 +120,20 @@ def read_results(out_dir) -> Results:
 
     Raises:
         FileNotFoundError: a folder with neither ``results.json`` nor ``results.csv``.
+        ValueError: a ``results.json`` that is not one of theirs (truncated, another program's).
     """
     out_dir = Path(out_dir)
     path = out_dir / "results.json"
     if path.is_file():
-        stored = json.loads(path.read_text())
-        if "methods" in stored:
-            results = _from_evaluate(stored)
-        else:
-            results = _from_benchmark(stored["rows"], stored.get("title", ""), stored.get("provenance", {}))
+        try:
+            stored = json.loads(path.read_text())
+            if "methods" in stored:
+                results = _from_evaluate(stored)
+            else:
+                results = _from_benchmark(stored["rows"], stored.get("title", ""), stored.get("provenance", {}))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{path} is not the results.json of captum-clip evaluate or benchmark ({error!r}); "
+                             "rerun the command that writes it.") from None
         results.warnings = list(stored.get("warnings", []))
         return results
     if (out_dir / "results.csv").is_file():  # a benchmark folder written before results.json existed
@@ -178,15 +175,12 @@ def _gradient(cmap: str, stops: int = 11) -> str:
     return f"linear-gradient(to right, {', '.join(parts)})"
 
 
-def _scale(maps: np.ndarray) -> Tuple[float, float, bool]:
-    """``(vmin, vmax, signed)``: one colour range over a method's maps of one image."""
+def _scale(maps: np.ndarray, signed: bool, outlier_perc: float) -> Tuple[float, float]:
+    """``(vmin, vmax)``: one colour range over a method's maps of one image, shown as the CLI's figures show that
+    method (its ``signed_maps`` and ``display_outlier_perc``, stored with the example)."""
     from ..viz import display_range
 
-    values = maps[np.isfinite(maps)]
-    peak = float(np.abs(values).max()) if values.size else 0.0
-    signed = bool(values.size and values.min() < -SIGNED_FRACTION * peak)
-    vmin, vmax = display_range(values, signed=signed, outlier_perc=OUTLIER_PERC)
-    return vmin, vmax, signed
+    return display_range(maps[np.isfinite(maps)], signed=signed, outlier_perc=outlier_perc)
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -340,7 +334,8 @@ def _example(example: Example) -> Tuple[str, int]:
              + "".join(f"<th scope='col'>{_e(q)}</th>" for q in queries) + "</tr>"]
     count = 0
     for key, maps in example.maps.items():
-        vmin, vmax, signed = _scale(maps)
+        signed, outlier_perc = example.display.get(key, (False, 0.0))
+        vmin, vmax = _scale(maps, signed, outlier_perc)
         cmap = SIGNED_CMAP if signed else CMAP
         label = method_label(key)
         cells = []
@@ -439,6 +434,7 @@ def write_report(out_dir) -> Path:
 
     Raises:
         FileNotFoundError: a folder without results.
+        ValueError: results or example files that cannot be read (named in the message).
     """
     path = Path(out_dir) / REPORT_NAME
     path.write_text(render_report(out_dir), encoding="utf-8")

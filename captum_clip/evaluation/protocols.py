@@ -132,6 +132,24 @@ class Protocol:
     def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def truth(self, batch: Dict[str, Any], item: int, target: int) -> np.ndarray:
+        """``(H, W)`` bool: what this protocol scores a map of class ``target`` (a label-set index) on image
+        ``item`` against, for the report's outline. By default the class's mask, else its boxes."""
+        mask = batch["mask"][item]
+        if mask is not None:
+            return (mask == target + 1).cpu().numpy()
+        return _box_truth(batch, item, target)
+
+
+def _box_truth(batch: Dict[str, Any], item: int, target: int) -> np.ndarray:
+    """The boxes of class ``target`` on image ``item`` as one ``(H, W)`` bool mask (all False without boxes)."""
+    truth = np.zeros(tuple(batch["image"].shape[-2:]), dtype=bool)
+    boxes = batch["boxes"][item]
+    if boxes is not None:
+        for x0, y0, x1, y1 in boxes[batch["box_labels"][item] == target + 1].round().long().clamp(min=0).tolist():
+            truth[y0:y1, x0:x1] = True
+    return truth
+
 
 def _class_queries(batch: Dict[str, Any], skip_difficult: bool = True):
     """``(items, classes)``: one query per (image, class present), without classes seen only as difficult."""
@@ -326,6 +344,11 @@ class BinarySegmentation(Protocol):
         return {"pixel_accuracy": (weights @ correct) / (weights @ labeled), "miou": miou,
                 "map": _weighted_mean(ap[finite], weights[:, finite])}
 
+    def truth(self, batch: Dict[str, Any], item: int, target: int) -> np.ndarray:
+        # The map of the explained class is scored against the whole foreground, whatever the class.
+        mask = batch["mask"][item]
+        return ((mask != 0) & (mask != IGNORE)).cpu().numpy()
+
 
 class BoxLocalisation(Protocol):
     """WSOL as ConVis reports it: MaxBoxAcc (the largest connected component at thresholds 0, 0.01, ..., 0.99
@@ -359,6 +382,9 @@ class BoxLocalisation(Protocol):
         stats = {key: np.stack([np.asarray(r["stats"][key], dtype=np.float64) for r in rows])
                  for key in rows[0]["stats"]}
         return summarise_box_accuracy(stats, weights)
+
+    def truth(self, batch: Dict[str, Any], item: int, target: int) -> np.ndarray:
+        return _box_truth(batch, item, target)  # boxes are what it scores, even where masks exist
 
 
 class Perturbation(Protocol):

@@ -173,15 +173,15 @@ def _gloss_features(clause: str) -> list[str]:
 
 
 def _class_synset(wordnet, name: str):
-    """(noun synset or None, modifier words): the phrase itself, else its head noun (last word).
-
-    Function words ("a", "the", "of") are dropped first: "a wooden floor" is looked up as "wooden floor".
-    """
-    words = [w for w in name.strip().lower().replace("-", " ").split() if w not in _FUNCTION_WORDS]
-    key = "_".join(words)
-    synsets = wordnet.synsets(key, pos="n") if key else []
-    if synsets:
-        return synsets[0], []
+    """(noun synset or None, modifier words): the phrase itself ("bird of prey" is a WordNet noun), else the
+    phrase without its function words ("a wooden floor" is looked up as "wooden floor"), else its head noun (last
+    word) with the other content words as modifiers. Function words never become descriptors."""
+    phrase = name.strip().lower().replace("-", " ").split()
+    words = [w for w in phrase if w not in _FUNCTION_WORDS]
+    for key in dict.fromkeys(["_".join(phrase), "_".join(words)]):
+        synsets = wordnet.synsets(key, pos="n") if key else []
+        if synsets:
+            return synsets[0], []
     if len(words) > 1:
         head = wordnet.synsets(words[-1], pos="n")
         return (head[0] if head else None), words[:-1]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from captum_clip.cli import main
@@ -279,3 +280,19 @@ def test_convis_ood_on_wnid_folders_reports_aurocs_computed_from_its_rows(tmp_pa
     with pytest.raises(SystemExit, match="needs --option id_synset"):
         evaluate("convis-ood", "--dataset", "imagenet", "--root", str(root), "--methods", "convis",
                  "--out-dir", str(tmp_path / "o"))
+
+
+def test_each_protocol_outlines_the_truth_it_scores():
+    """The report's outline: the class mask (pointing), the foreground (segmentation), the boxes (wsol)."""
+    mask = torch.zeros(8, 8, dtype=torch.long)
+    mask[:4, :4] = 1  # class 0
+    mask[4:, 4:] = 2  # class 1
+    batch = {"image": torch.zeros(1, 3, 8, 8), "mask": [mask], "boxes": [torch.tensor([[0.0, 4.0, 2.0, 8.0]])],
+             "box_labels": [torch.tensor([1])]}
+    pointing = PROTOCOLS["pointing"]().truth(batch, 0, 0)
+    assert pointing.sum() == 16 and pointing[:4, :4].all()
+    assert PROTOCOLS["segmentation"]().truth(batch, 0, 0).sum() == 32  # the whole foreground
+    boxes = PROTOCOLS["wsol"]().truth(batch, 0, 0)
+    assert boxes.sum() == 8 and boxes[4:, :2].all()  # the boxes, though the dataset has masks too
+    no_mask = {**batch, "mask": [None]}
+    assert (PROTOCOLS["pointing"]().truth(no_mask, 0, 0) == boxes).all()

@@ -207,13 +207,83 @@ def test_warnings_are_collected_into_results_and_the_report(tmp_path, monkeypatc
     assert "id='warnings'" in page and "a Quantus-like warning" in page
 
 
-def test_benchmark_defaults_leave_out_the_costly_mprt(tmp_path):
-    from captum_clip.cli.main import build_parser
-    from captum_clip.evaluation.benchmark import ALL_METRICS, DEFAULT_METRICS
+def test_benchmark_scores_mprt_only_when_asked(tmp_path, monkeypatch):
+    import captum_clip.evaluation.benchmark as benchmark_module
 
-    assert "MPRT" in ALL_METRICS and "MPRT" not in DEFAULT_METRICS
-    assert set(ALL_METRICS) - set(DEFAULT_METRICS) == {"MPRT"}
-    assert build_parser().parse_args(["benchmark", "--mprt"]).mprt
+    asked = []
+
+    def recorded(classifier, data, methods, metrics, **kwargs):
+        asked.append(list(metrics))
+        return []
+
+    monkeypatch.setattr(benchmark_module, "run_benchmark", recorded)
+    base = ["benchmark", "--n", "1", "--methods", "surgery", "--out-dir", str(tmp_path)]
+    for extra in ([], ["--mprt"]):
+        with pytest.raises(SystemExit, match="no method scores any of the metrics"):  # the stub scores nothing
+            run_cli([*base, *extra])
+    assert "MPRT" not in asked[0] and "PointingGame" in asked[0] and "IROF" in asked[0]
+    assert asked[1] == [*asked[0], "MPRT"]
+
+
+def test_a_benchmark_with_nothing_to_score_says_so_and_writes_nothing(tmp_path):
+    out = tmp_path / "empty"
+    with pytest.raises(SystemExit, match="concept metrics score mutual only"):
+        run_cli(["benchmark", "--n", "1", "--methods", "surgery", "--metrics", "AccDrop", "--out-dir", str(out)])
+    assert not (out / "results.json").exists()
+    with pytest.raises(SystemExit, match="unknown metric 'Bogus'"):
+        run_cli(["benchmark", "--n", "1", "--methods", "surgery", "--metrics", "Bogus", "--out-dir", str(out)])
+
+
+def test_a_second_run_into_the_same_folder_leaves_no_stale_maps(tmp_path):
+    out = tmp_path / "again"
+    base = ["evaluate", "pointing", "--dataset", "shapes", "--n", "4", "--batch-size", "2", "--quiet",
+            "--no-random-weights", "--out-dir", str(out)]
+    run_cli([*base, "--methods", "surgery,gradcam", "--examples", "4"])
+    assert [e.index for e in load_examples(out)] == [0, 1, 2, 3]
+    run_cli([*base, "--methods", "clip", "--examples", "2", "--report"])
+    examples = load_examples(out)
+    assert [e.index for e in examples] == [0, 1] and all(list(e.maps) == ["clip"] for e in examples)
+    run_cli([*base, "--methods", "clip"])
+    assert load_examples(out) == []  # a run without examples leaves none of the earlier ones
+
+
+def test_the_page_shows_each_method_as_the_figures_do(evaluated):
+    from captum_clip.viz import display_range
+
+    example = load_examples(evaluated)[0]
+    surgery, gradcam = example.display["surgery"], example.display["gradcam"]
+    assert surgery == (False, 0.0) and gradcam == (False, 2.0)  # the CLI figures' settings of these methods
+    maps = example.maps["surgery"]
+    assert display_range(maps, outlier_perc=surgery[1])[1] == pytest.approx(float(np.nanmax(maps)))
+    high = float(np.nanmax(maps))
+    assert f"{high:.3g}</span>" in (evaluated / "report.html").read_text()  # the row's range reaches its peak
+
+
+def test_example_maps_keep_their_magnitude(tmp_path):
+    from captum_clip.evaluation.records import save_example
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    maps = {"ig": np.full((1, 4, 4), 1e6, np.float32), "tiny": np.full((1, 4, 4), 1e-7, np.float32)}
+    save_example(tmp_path, 0, "x", image, ["q"], np.zeros((1, 4, 4), bool), maps)
+    [example] = load_examples(tmp_path)
+    assert example.maps["ig"].max() == 1e6 and example.maps["tiny"].max() == pytest.approx(1e-7)
+
+
+def test_a_run_from_python_does_not_claim_its_command_line(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/site-packages/ipykernel_launcher.py", "-f", "k.json"])
+    stored = provenance()
+    assert stored["command"] == "(called from Python: ipykernel_launcher.py)" and stored["argv"] == []
+
+
+def test_unreadable_results_or_examples_are_named(tmp_path, evaluated):
+    (tmp_path / "results.json").write_text("{")
+    with pytest.raises(SystemExit, match="is not the results.json of captum-clip"):
+        run_cli(["report", str(tmp_path)])
+    broken = tmp_path / "broken"
+    shutil.copytree(evaluated, broken)
+    next((broken / "examples").glob("*.npz")).write_bytes(b"not an npz")
+    with pytest.raises(SystemExit, match="cannot read the example file"):
+        run_cli(["report", str(broken)])
 
 
 def test_report_of_a_folder_without_results_says_what_to_run(tmp_path):

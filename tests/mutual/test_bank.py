@@ -153,6 +153,16 @@ def test_a_wooden_floor_in_the_real_wordnet(real_wordnet):
     assert "wooden" in descriptors and "the inside lower horizontal surface" in descriptors
 
 
+@pytest.mark.parametrize("name,synset", [("bird of prey", "bird_of_prey.n.01"), ("coat of arms", "coat_of_arms.n.01"),
+                                         ("lily of the valley", "lily_of_the_valley.n.01"),
+                                         ("cup of tea", "cup_of_tea.n.01")])
+def test_compound_names_with_function_words_keep_their_own_sense(real_wordnet, name, synset):
+    from captum_clip.mutual.descriptor_bank import _class_synset
+
+    found, modifiers = _class_synset(real_wordnet, name)
+    assert found.name() == synset and modifiers == []
+
+
 def test_wordnet_bank_is_cached_per_class_list(tmp_path, monkeypatch):
     import captum_clip.wordnet as wordnet_module
 
