@@ -104,12 +104,12 @@ _TITLE_PT, _NOTE_PT, _TICK_PT, _LABEL_PT, _SUPTITLE_PT = 9.0, 7.0, 7.0, 10.0, 11
 _BAR_IN = 0.11
 
 
-def _line_inches(points: float, lines: int = 1) -> float:
+def line_inches(points: float, lines: int = 1) -> float:
     # matplotlib's default line spacing is 1.2 em; the extra 0.05 em absorbs descenders.
     return lines * points * 1.25 / 72
 
 
-def _whole_pixels(inches: float, dpi: float) -> float:
+def whole_pixels(inches: float, dpi: float) -> float:
     """``inches`` rounded up to whole pixels at ``dpi``.
 
     Agg truncates ``inches * dpi`` to an int, so a fractional size loses a pixel row, and so can ``n / dpi``
@@ -120,7 +120,7 @@ def _whole_pixels(inches: float, dpi: float) -> float:
     return size if size * dpi >= pixels else float(np.nextafter(size, np.inf))
 
 
-def _wrap(text: str, width_inches: float, points: float, max_lines: int = 4) -> str:
+def wrap_to_width(text: str, width_inches: float, points: float, max_lines: int = 4) -> str:
     """``text`` re-wrapped (keeping its own line breaks) to fit ``width_inches`` at ``points``, at most
     ``max_lines`` lines, the last ending in an ellipsis when cut."""
     # DejaVu Sans, matplotlib's default font, averages under 0.6 em per character of mixed-case text.
@@ -241,19 +241,19 @@ def overlay_figure(
     height, width = image.shape[:2]
     panel_width, panel_height = panel_size, panel_size * height / width
     rows, columns = len(methods), len(queries) + 1
-    titles = [_wrap(query, panel_width, _TITLE_PT) for query in queries]
-    notes = {name: [_wrap(note, panel_width, _NOTE_PT) for note in captions] for name, captions in panel_notes.items()}
+    titles = [wrap_to_width(query, panel_width, _TITLE_PT) for query in queries]
+    notes = {name: [wrap_to_width(note, panel_width, _NOTE_PT) for note in captions] for name, captions in panel_notes.items()}
     note_lines = [max((note.count("\n") + 1 for note in notes.get(name, [])), default=0) for name in methods]
     title_lines = max([1] + [t.count("\n") + 1 for t in titles])
     # Inches beyond the panels, from the texts' font sizes: the layout engine then only places them.
-    bar_band = _BAR_IN + _line_inches(_TICK_PT) + 0.12 if not shared_scale else 0.0
+    bar_band = _BAR_IN + line_inches(_TICK_PT) + 0.12 if not shared_scale else 0.0
     bar_column = _BAR_IN + 0.55 if shared_scale else 0.0
-    figure_width = columns * (panel_width + 0.08) + _line_inches(_LABEL_PT) + bar_column + 0.25
-    title = _wrap(title, figure_width - 0.3, _SUPTITLE_PT, max_lines=3) if title else None
-    figure_height = (sum(panel_height + 0.12 + bar_band + _line_inches(_NOTE_PT, n) for n in note_lines)
-                     + _line_inches(_TITLE_PT, title_lines) + 0.15
-                     + (_line_inches(_SUPTITLE_PT, title.count("\n") + 1) + 0.1 if title else 0.0))
-    figure = Figure(figsize=(_whole_pixels(figure_width, dpi), _whole_pixels(figure_height, dpi)), dpi=dpi,
+    figure_width = columns * (panel_width + 0.08) + line_inches(_LABEL_PT) + bar_column + 0.25
+    title = wrap_to_width(title, figure_width - 0.3, _SUPTITLE_PT, max_lines=3) if title else None
+    figure_height = (sum(panel_height + 0.12 + bar_band + line_inches(_NOTE_PT, n) for n in note_lines)
+                     + line_inches(_TITLE_PT, title_lines) + 0.15
+                     + (line_inches(_SUPTITLE_PT, title.count("\n") + 1) + 0.1 if title else 0.0))
+    figure = Figure(figsize=(whole_pixels(figure_width, dpi), whole_pixels(figure_height, dpi)), dpi=dpi,
                     layout="constrained")
     FigureCanvasAgg(figure)
     figure.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)

@@ -321,7 +321,7 @@ def markdown_table(rows: List[Dict]) -> str:
 
 def bar_chart(rows: List[Dict]) -> Figure:
     """One panel per metric, one bar per method with its standard error."""
-    from ..viz import _whole_pixels
+    from ..viz import whole_pixels
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
@@ -332,8 +332,8 @@ def bar_chart(rows: List[Dict]) -> Figure:
     # 0.6 em a character), so neither overlap nor the canvas edge depends on how many methods there are.
     label_inches = max(len(label) for label in labels) * 8 * 0.6 / 72
     n_rows = math.ceil(len(metrics) / columns)
-    figure = Figure(figsize=(_whole_pixels(max(3.4, 0.2 * len(methods) + 0.8) * columns, 100),
-                             _whole_pixels((2.2 + label_inches) * n_rows, 100)), dpi=100, layout="constrained")
+    figure = Figure(figsize=(whole_pixels(max(3.4, 0.2 * len(methods) + 0.8) * columns, 100),
+                             whole_pixels((2.2 + label_inches) * n_rows, 100)), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(n_rows, columns, squeeze=False).ravel()
     colours = [f"C{i}" for i in range(len(methods))]

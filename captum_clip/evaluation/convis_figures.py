@@ -68,17 +68,17 @@ def save_localisation_figure(
     Returns:
         The written path.
     """
-    from ..viz import _line_inches, _whole_pixels, _wrap, save_figure
+    from ..viz import line_inches, whole_pixels, wrap_to_width, save_figure
 
     n = len(maps)
     panel = 2.0
-    titles = [_wrap(title if not glosses or (gloss := _gloss(title)) is None else f"{title}\n{gloss}", panel, 7.0)
+    titles = [wrap_to_width(title if not glosses or (gloss := _gloss(title)) is None else f"{title}\n{gloss}", panel, 7.0)
               for title in titles]
     title_lines = max([1] + [title.count("\n") + 1 for title in titles])
-    suptitle = _wrap(suptitle, panel * n + 0.6, 8.0, max_lines=3) if suptitle else ""
-    height = (2 * panel + 0.45 + _line_inches(7.0, title_lines)
-              + (_line_inches(8.0, suptitle.count("\n") + 1) if suptitle else 0.0))
-    figure = Figure(figsize=(_whole_pixels(panel * n + 0.9, 130), _whole_pixels(height, 130)), dpi=130,
+    suptitle = wrap_to_width(suptitle, panel * n + 0.6, 8.0, max_lines=3) if suptitle else ""
+    height = (2 * panel + 0.45 + line_inches(7.0, title_lines)
+              + (line_inches(8.0, suptitle.count("\n") + 1) if suptitle else 0.0))
+    figure = Figure(figsize=(whole_pixels(panel * n + 0.9, 130), whole_pixels(height, 130)), dpi=130,
                     layout="constrained")
     FigureCanvasAgg(figure)
     figure.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)

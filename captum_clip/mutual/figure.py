@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Optional, Union
 
@@ -10,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Patch
 
-from ..viz import _whole_pixels, save_figure
+from ..viz import whole_pixels, save_figure
 from .results import MutualExplanation
 
 __all__ = ["CONCEPT_COLOURS", "concept_overlay", "concept_figure", "save_concept_figure"]
@@ -45,14 +46,7 @@ def concept_overlay(image: np.ndarray, explanation: MutualExplanation, alpha: fl
 
 
 def _wrap(text: str, width: int = 34) -> str:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join(lines + [line])
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
 
 
 #: Longest tick label of the MI curve (characters); longer descriptors end in an ellipsis.
@@ -79,8 +73,8 @@ def _fit_panels(figure: Figure, axes_sizes, iterations: int = 2) -> None:
         got_height = max(cell.height for cell in cells) * height
         want_width = sum(size[0] for _, size in axes_sizes)
         want_height = max(size[1] for _, size in axes_sizes)
-        figure.set_size_inches(_whole_pixels(width + want_width - got_width, figure.dpi),
-                               _whole_pixels(height + want_height - got_height, figure.dpi))
+        figure.set_size_inches(whole_pixels(width + want_width - got_width, figure.dpi),
+                               whole_pixels(height + want_height - got_height, figure.dpi))
 
 
 def concept_figure(
