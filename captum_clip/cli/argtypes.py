@@ -5,26 +5,26 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(value: str) -> int:
-    """An integer of at least 1 (counts, sizes, steps), refused by argparse with a message otherwise."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (1 or more), got {number}")
-    return number
+def _int_at_least(minimum: int, kind: str):
+    """An argparse type: an integer of at least ``minimum``, refused by argparse with a message otherwise."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer ({minimum} or more), got {number}")
+        return number
+
+    parse.__name__ = f"{kind.replace('-', '_')}_int"  # argparse names the type in its messages
+    return parse
 
 
-def non_negative_int(value: str) -> int:
-    """An integer of at least 0 (a count that may be none)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer (0 or more), got {number}")
-    return number
+#: An integer of at least 1 (counts, sizes, steps).
+positive_int = _int_at_least(1, "positive")
+#: An integer of at least 0 (a count that may be none).
+non_negative_int = _int_at_least(0, "non-negative")
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
