@@ -333,7 +333,10 @@ def summarise(protocol: Protocol, config: EvaluationConfig, dataset: EvalDataset
         "pretrained": config.pretrained, "n_images": len({r["stem"] for r in rows}),
         "n_queries": len({(r["stem"], str(r["query"])) for r in rows}),
         "config": {**config.__dict__, "bootstrap_replicates": BOOTSTRAP, "main_metric": protocol.main_metric,
-                   "higher_is_better": protocol.higher_is_better},
+                   "higher_is_better": protocol.higher_is_better,
+                   # Every reported value's better direction (None: a setting), for the tables' arrows.
+                   "directions": {name: protocol.direction(name) for metrics in methods.values() for name in metrics
+                                  if not name.endswith("_stderr") and name != "random_weights_within_stderr"}},
         "methods": methods,
         "timing": timing,
     }

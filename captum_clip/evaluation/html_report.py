@@ -88,7 +88,8 @@ def _from_evaluate(results: Dict[str, Any]) -> Results:
         names.extend(k for k in metrics if not k.endswith("_stderr") and k != "random_weights_within_stderr")
     columns = []
     for name in dict.fromkeys(names):
-        higher = config.get("higher_is_better") if name == main else HIGHER_IS_BETTER.get(name)
+        directions = config.get("directions", {})
+        higher = config.get("higher_is_better") if name == main else directions.get(name, HIGHER_IS_BETTER.get(name))
         columns.append(Column(name, _arrow(higher)))
     rows = []
     for key, metrics in results["methods"].items():

@@ -106,6 +106,8 @@ class Protocol:
     needs: Sequence[str] = ()
     main_metric = ""
     higher_is_better = True
+    #: Summary values that are settings, not scores (no better direction), e.g. the threshold a sweep picked.
+    undirected: Sequence[str] = ()
     #: Per-image CSV columns (besides stem, query, method).
     columns: Sequence[str] = ()
     #: Options and their defaults; anything else is refused.
@@ -131,6 +133,10 @@ class Protocol:
 
     def summarise(self, rows: Rows, weights: np.ndarray) -> Dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def direction(self, metric: str) -> Optional[bool]:
+        """Whether a higher ``metric`` (a key of :meth:`summarise`) is better; None for a setting."""
+        return None if metric in self.undirected else self.higher_is_better
 
     def truth(self, batch: Dict[str, Any], item: int, target: int) -> np.ndarray:
         """``(H, W)`` bool: what this protocol scores a map of class ``target`` (a label-set index) on image
@@ -222,6 +228,7 @@ class CAMSegmentation(Protocol):
     name = "cam-miou"
     needs = ("masks",)
     main_metric = "miou"
+    undirected = ("threshold",)
     columns = ("classes",)
     defaults = {"threshold": 0.5}
     SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -484,6 +491,11 @@ class QuantusGrid(Protocol):
         self.main_metric = self.metrics[0]
         self.higher_is_better = HIGHER_IS_BETTER[self.main_metric]
         self.columns = ("class", *self.metrics)
+
+    def direction(self, metric: str) -> Optional[bool]:
+        from .benchmark import HIGHER_IS_BETTER
+
+        return HIGHER_IS_BETTER.get(metric)  # each Quantus metric has its own
 
     def score(self, method: Method, batch) -> Rows:
         from .benchmark import TOLERANT, metric_settings, pointing_tolerance, seeded_numpy, tolerant_masks

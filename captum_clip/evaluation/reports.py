@@ -22,12 +22,13 @@ def _metric_names(results: Dict[str, Any]) -> List[str]:
 
 
 def markdown(results: Dict[str, Any]) -> str:
-    """The table: one row per method key, ``value ± stderr``; trained methods whose random-weights row lies
-    within one standard error of them are marked with a dagger."""
+    """The table: one row per method key, ``value ± stderr``, each column with its better direction; trained
+    methods whose random-weights row lies within one standard error of them are marked with a dagger."""
     metrics = _metric_names(results)
     main = results["config"]["main_metric"]
-    arrow = "↑" if results["config"]["higher_is_better"] else "↓"
-    header = "| method | " + " | ".join(f"{m}{' ' + arrow if m == main else ''}" for m in metrics) + " |"
+    directions = {**results["config"].get("directions", {}), main: results["config"]["higher_is_better"]}
+    arrows = {m: {True: " ↑", False: " ↓"}.get(directions.get(m), "") for m in metrics}
+    header = "| method | " + " | ".join(f"{m}{arrows[m]}" for m in metrics) + " |"
     lines = [f"{results['protocol']} on {results['dataset']} ({results['split'] or 'all'}), model "
              f"{results['model']} ({results['pretrained'] or 'no checkpoint'}): {results['n_images']} images, "
              f"{results['n_queries']} queries.", "", header, "|---|" + "---:|" * len(metrics)]

@@ -296,3 +296,13 @@ def test_each_protocol_outlines_the_truth_it_scores():
     assert boxes.sum() == 8 and boxes[4:, :2].all()  # the boxes, though the dataset has masks too
     no_mask = {**batch, "mask": [None]}
     assert (PROTOCOLS["pointing"]().truth(no_mask, 0, 0) == boxes).all()
+
+
+def test_every_column_has_its_direction_and_settings_have_none():
+    from captum_clip.evaluation.benchmark import HIGHER_IS_BETTER
+
+    assert PROTOCOLS["cam-miou"]().direction("miou") is True and PROTOCOLS["cam-miou"]().direction("threshold") is None
+    assert PROTOCOLS["deletion"]().direction("auc") is False and PROTOCOLS["insertion"]().direction("auc") is True
+    quantus = PROTOCOLS["quantus"](metrics="PointingGame,PixelFlipping")
+    assert [quantus.direction(m) for m in ("PointingGame", "PixelFlipping")] == \
+        [HIGHER_IS_BETTER["PointingGame"], HIGHER_IS_BETTER["PixelFlipping"]] == [True, False]

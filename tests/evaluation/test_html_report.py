@@ -161,7 +161,8 @@ def test_evaluate_results_are_read_with_their_standard_errors(evaluated):
     stored = json.loads((evaluated / "results.json").read_text())
     assert results.kind == "evaluate" and results.main_metric == "pointing"
     assert [r.key for r in results.rows] == list(stored["methods"])
-    assert results.columns[0].name == "pointing" and results.columns[0].arrow == "↑"
+    assert [(c.name, c.arrow) for c in results.columns] == [("pointing", "↑"), ("pointing_overall", "↑")]
+    assert "| pointing ↑ | pointing_overall ↑ |" in (evaluated / "results.md").read_text()
     surgery = results.rows[0]
     assert surgery.cells["pointing"] == (stored["methods"]["surgery"]["pointing"],
                                          stored["methods"]["surgery"]["pointing_stderr"])
