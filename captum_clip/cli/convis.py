@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .argtypes import positive_int
+from .argtypes import add_device_arguments, positive_int
 
 __all__ = ["add_convis_commands"]
 
@@ -28,8 +28,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes", help="open_clip model name or config JSON (default: shapes, the shipped scene model)")
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag or checkpoint file (default: none; the shipped model needs none)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA where present, else CPU; default), cpu, cuda, ...")
+    add_device_arguments(parser, precision=False)
     parser.add_argument("--text-source", choices=("definition", "lemmas"), default=None,
                         help="synset texts: glosses (the paper) or lemma names; default: lemmas on the shipped "
                              "scene model, definitions otherwise")

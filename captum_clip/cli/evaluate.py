@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from .argtypes import positive_int
+from .argtypes import add_device_arguments, positive_int
 from .report import add_report_arguments, examples_to_keep
 
 
@@ -53,7 +53,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise SystemExit(f"captum-clip: evaluate: {error}") from None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = args.device or "auto"
+    device = args.device
     args.device = None  # the harness moves the model to each rank's device
     bundle = _load(args)
     examples = examples_to_keep(args)
@@ -96,8 +96,7 @@ def add_evaluate_command(commands) -> None:
     parser.add_argument("--out-dir", required=True, help="where results, shards and the report go")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch and per shard file")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
-    parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
+    add_device_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="skip batches whose shard file is already written")
     parser.add_argument("--tolerance", type=float, default=None, help="pointing: pixels (default 15 at 224 px)")
     parser.add_argument("--threshold", default=None, help="cam-miou: a value in [0, 1] or 'sweep' "

@@ -10,7 +10,7 @@ from typing import List, Optional
 import torch
 from PIL import Image
 
-from .argtypes import command_parser, positive_int
+from .argtypes import add_device_arguments, command_parser, positive_int
 from .report import add_report_arguments, examples_to_keep
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import load_clip
@@ -245,6 +245,12 @@ def benchmark(args: argparse.Namespace) -> Path:
     return paths["md"]
 
 
+def _add_shared_scale(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shared-scale", action="store_true",
+                        help="one colour range per method over all its queries, so their maps compare "
+                             "(default: off, each panel scaled alone)")
+
+
 def _version() -> str:
     import open_clip
 
@@ -268,11 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--model", default=None,
                                 help="open_clip model name or config JSON (default: the shipped 'shapes' model)")
     explain_parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or checkpoint file (default: none; the shipped model needs none)")
-    explain_parser.add_argument("--device", default="auto",
-                                help="auto (CUDA where present, else CPU; default), cpu, cuda:1, ...")
+    add_device_arguments(explain_parser)
     explain_parser.add_argument("--out", default="explanation.png", help="output figure (.png, .pdf, .svg)")
-    explain_parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                                help="autocast precision of the forward passes (weights stay fp32)")
     explain_parser.add_argument("--descriptors", default=None,
                                 help="mutual only: descriptor bank, a {class: [descriptors]} JSON file, 'shapes' "
                                      "(the scene model's bank) or 'wordnet' (generated from WordNet for the --text "
@@ -280,22 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--ig-steps", type=positive_int, default=50, help="ig only: path steps")
     explain_parser.add_argument("--ig-batch-size", type=positive_int, default=16,
                                 help="ig only: path points per forward-backward pass; bounds memory")
-    explain_parser.add_argument("--shared-scale", action="store_true",
-                                help="one colour range per method over all its queries, so their maps compare "
-                                     "(default: off, each panel scaled alone)")
+    _add_shared_scale(explain_parser)
     explain_parser.set_defaults(run=explain)
 
     demo_parser = commands.add_parser("demo", help="explain a generated scene with the shipped model, offline")
     demo_parser.add_argument("--seed", type=int, default=7, help="scene seed")
     demo_parser.add_argument("--method", action="append", default=[],
                              help="methods to compare (default: surgery, clip, gradcam, ig)")
-    demo_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    add_device_arguments(demo_parser)
     demo_parser.add_argument("--out", default="demo.png", help="output figure (.png, .pdf, .svg)")
-    demo_parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                             help="autocast precision of the forward passes (weights stay fp32)")
-    demo_parser.add_argument("--shared-scale", action="store_true",
-                             help="one colour range per method over all its queries, so their maps compare "
-                                  "(default: off, each panel scaled alone)")
+    _add_shared_scale(demo_parser)
     demo_parser.set_defaults(run=demo)
 
     from ..shipped.zero_shot import HELD_OUT_SEED_START
@@ -315,14 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=HELD_OUT_SEED_START, help="first scene seed")
     bench.add_argument("--model", default="shapes", help="open_clip name or config JSON; shapes is the shipped scene model")
     bench.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: none)")
-    bench.add_argument("--device", default="auto",
-                        help="auto (CUDA where present, else CPU; default), cpu, cuda, ...")
+    add_device_arguments(bench)
     bench.add_argument("--batch-size", type=positive_int, default=50, help="scenes per Quantus call")
     bench.add_argument("--mprt-samples", type=positive_int, default=16, help="scenes for the (costly) MPRT check")
     bench.add_argument("--ig-steps", type=positive_int, default=50, help="ig only: path steps")
     bench.add_argument("--out-dir", default="benchmark_results", help="where the tables, chart and report go")
-    bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                       help="autocast precision of the forward passes (weights stay fp32)")
     bench.add_argument("--no-random-weights", action="store_true",
                        help="leave out the rows of every method on the model with random vision weights")
     add_report_arguments(bench, unit="scenes")
