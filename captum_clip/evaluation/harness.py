@@ -38,7 +38,7 @@ from .distributed import Context, batches, gather_to_main, process_group, shard
 from .protocols import PROTOCOLS, Method, Protocol
 from .records import (MapRecorder, collected_warnings, display_settings, merge_warnings, provenance,
                       remove_examples, save_examples, say_warnings)
-from .reports import write_outputs
+from .reports import metric_names, write_outputs
 
 #: Bootstrap replicates behind every standard error (over images, seeded).
 BOOTSTRAP = 200
@@ -335,8 +335,7 @@ def summarise(protocol: Protocol, config: EvaluationConfig, dataset: EvalDataset
         "config": {**config.__dict__, "bootstrap_replicates": BOOTSTRAP, "main_metric": protocol.main_metric,
                    "higher_is_better": protocol.higher_is_better,
                    # Every reported value's better direction (None: a setting), for the tables' arrows.
-                   "directions": {name: protocol.direction(name) for metrics in methods.values() for name in metrics
-                                  if not name.endswith("_stderr") and name != "random_weights_within_stderr"}},
+                   "directions": {name: protocol.direction(name) for name in metric_names({"methods": methods})}},
         "methods": methods,
         "timing": timing,
     }

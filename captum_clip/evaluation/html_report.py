@@ -24,8 +24,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .benchmark import HIGHER_IS_BETTER, RANDOM_WEIGHTS, method_label
+from .benchmark import RANDOM_WEIGHTS, method_label
 from .records import Example, load_examples
+from .reports import metric_directions
 
 REPORT_NAME = "report.html"
 #: Colour maps of the overlays: one for maps of one sign, a diverging one (centred on zero) for signed maps.
@@ -81,16 +82,8 @@ def _arrow(higher: Optional[bool]) -> str:
 
 
 def _from_evaluate(results: Dict[str, Any]) -> Results:
-    config = results.get("config", {})
-    main = config.get("main_metric")
-    names: List[str] = []
-    for metrics in results["methods"].values():
-        names.extend(k for k in metrics if not k.endswith("_stderr") and k != "random_weights_within_stderr")
-    columns = []
-    for name in dict.fromkeys(names):
-        directions = config.get("directions", {})
-        higher = config.get("higher_is_better") if name == main else directions.get(name, HIGHER_IS_BETTER.get(name))
-        columns.append(Column(name, _arrow(higher)))
+    main = results.get("config", {}).get("main_metric")
+    columns = [Column(name, _arrow(higher)) for name, higher in metric_directions(results).items()]
     rows = []
     for key, metrics in results["methods"].items():
         cells = {c.name: (_number(metrics[c.name]), metrics.get(f"{c.name}_stderr")) for c in columns

@@ -6,28 +6,39 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .benchmark import RANDOM_WEIGHTS, method_label
+from .benchmark import HIGHER_IS_BETTER, RANDOM_WEIGHTS, method_label
 
 
-def _metric_names(results: Dict[str, Any]) -> List[str]:
+def metric_names(results: Dict[str, Any]) -> List[str]:
+    """The reported values of ``results["methods"]`` (no standard errors or flags), in first-seen order."""
     names: List[str] = []
     for metrics in results["methods"].values():
         names.extend(k for k in metrics if not k.endswith("_stderr") and k != "random_weights_within_stderr")
     return list(dict.fromkeys(names))
 
 
+def metric_directions(results: Dict[str, Any]) -> Dict[str, Optional[bool]]:
+    """Whether a higher value of each reported metric is better (None: unknown, or a setting)."""
+    config = results.get("config", {})
+    stored = config.get("directions", {})
+    directions = {name: stored.get(name, HIGHER_IS_BETTER.get(name)) for name in metric_names(results)}
+    if config.get("main_metric") in directions:
+        directions[config["main_metric"]] = config.get("higher_is_better")
+    return directions
+
+
 def markdown(results: Dict[str, Any]) -> str:
     """The table: one row per method key, ``value ± stderr``, each column with its better direction; trained
     methods whose random-weights row lies within one standard error of them are marked with a dagger."""
-    metrics = _metric_names(results)
+    metrics = metric_names(results)
     main = results["config"]["main_metric"]
-    directions = {**results["config"].get("directions", {}), main: results["config"]["higher_is_better"]}
-    arrows = {m: {True: " ↑", False: " ↓"}.get(directions.get(m), "") for m in metrics}
+    directions = metric_directions(results)
+    arrows = {m: {True: " ↑", False: " ↓"}.get(directions[m], "") for m in metrics}
     header = "| method | " + " | ".join(f"{m}{arrows[m]}" for m in metrics) + " |"
     lines = [f"{results['protocol']} on {results['dataset']} ({results['split'] or 'all'}), model "
              f"{results['model']} ({results['pretrained'] or 'no checkpoint'}): {results['n_images']} images, "
