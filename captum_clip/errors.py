@@ -22,6 +22,11 @@ class DatasetLayoutError(FileNotFoundError):
     """A local dataset copy is missing a file or folder; the message names the expected layout."""
 
 
+class RankFailedError(RuntimeError):
+    """Another process of a torchrun job raised, so this one stopped instead of waiting for it; the message names
+    the rank and its error."""
+
+
 class NonFiniteError(ValueError):
     """A stage of a computation produced NaN or Inf (a NaN weight, or inputs far outside the normalised range)."""
 

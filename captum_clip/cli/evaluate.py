@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from ..errors import RankFailedError
 from .argtypes import add_device_arguments, positive_int
 from .report import add_report_arguments, examples_to_keep
 
@@ -63,7 +64,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     try:
         results = run_evaluation(config, dataset, bundle, args.out_dir, device=device, workers=args.workers,
                                  resume=args.resume, progress=not args.quiet, examples=examples)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError, RankFailedError) as error:
         raise SystemExit(f"captum-clip: evaluate: {error}") from None
     if results is not None:
         print(f"wrote {args.out_dir}/results.json, per_image.csv, results.md and results.png", file=sys.stderr)

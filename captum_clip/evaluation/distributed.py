@@ -4,7 +4,8 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised from th
 with NCCL where the device is a GPU and gloo on the CPU. The dataset is cut into fixed batches of consecutive
 images, and rank r takes batches r, r + W, r + 2W, ...: every batch holds the same images as in a one-process
 run, so methods that look at the batch as a whole (Mutual Knowledge fits its concepts on it) and the per-image
-rows are the same whatever the number of processes.
+rows are the same whatever the number of processes. A rank that raises does not leave the others waiting at the
+gather for the backend's timeout (30 minutes): every rank leaves :func:`failing_together` raising.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Iterator, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+
+from ..errors import RankFailedError
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,16 @@ class Context:
         return self.world_size > 1
 
 
-def _device(requested: str, local_rank: int) -> torch.device:
+def _device(requested: str, local_rank: int, world_size: int = 1) -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
     if device.type == "cuda":
+        if device.index is not None and world_size > 1:
+            # Every rank on one GPU: NCCL refuses it ("duplicate GPU"), and it would be no faster than one process.
+            raise ValueError(
+                f"--device {requested} names one GPU for all {world_size} processes; under torchrun pass --device "
+                "cuda (or auto) and each process takes cuda:LOCAL_RANK. Choose the GPUs with CUDA_VISIBLE_DEVICES.")
         if not torch.cuda.is_available():
             raise ValueError(f"--device {requested} asked for CUDA, and torch sees no GPU; use --device cpu.")
         if device.index is None:
@@ -53,7 +61,7 @@ def process_group(requested_device: str = "auto") -> Iterator[Context]:
     """The :class:`Context` of this process; under torchrun, a process group for the duration of the block."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(requested_device, local_rank)
+    device = _device(requested_device, local_rank, world_size)
     if world_size == 1:
         yield Context(0, 1, device)
         return
@@ -65,6 +73,32 @@ def process_group(requested_device: str = "auto") -> Iterator[Context]:
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+@contextmanager
+def failing_together(context: Context) -> Iterator[None]:
+    """Run the block on every rank; if any rank raises, every rank raises when it reaches the block's end.
+
+    Without this a rank that raised would leave the others waiting in the next collective until the backend's
+    timeout (torchrun's agent kills them sooner, with no word of why; srun or ``mp.spawn`` do not). The rank that raised re-raises its own error (its traceback is the useful one); the others raise
+    :class:`~captum_clip.errors.RankFailedError` naming it and its message.
+    """
+    error: Optional[Exception] = None
+    try:
+        yield
+    except Exception as caught:  # noqa: BLE001 - re-raised below, after the other ranks have been told
+        error = caught
+    if context.distributed:
+        said = f"{type(error).__name__}: {error}" if error is not None else None
+        statuses: List[Optional[str]] = [None] * context.world_size
+        dist.all_gather_object(statuses, said)
+        failed = [(rank, message) for rank, message in enumerate(statuses) if message is not None]
+        if failed and error is None:
+            raise RankFailedError(
+                "; ".join(f"rank {rank} of {context.world_size} failed with {message}" for rank, message in failed)
+                + f". Rank {context.rank} stopped too; the failing rank printed its traceback above.")
+    if error is not None:
+        raise error
 
 
 def batches(n_items: int, batch_size: int) -> List[List[int]]:

@@ -34,7 +34,7 @@ from ..core.randomise import randomised_vision_copy
 from ..methods import build_method, method_class
 from .benchmark import RANDOM_WEIGHTS as RANDOM_SUFFIX, parse_method_spec
 from .datasets import EvalDataset, PreparedDataset, collate
-from .distributed import Context, batches, gather_to_main, process_group, shard
+from .distributed import Context, batches, failing_together, gather_to_main, process_group, shard
 from .protocols import PROTOCOLS, Method, Protocol
 from .records import (MapRecorder, collected_warnings, display_settings, merge_warnings, provenance,
                       remove_examples, save_examples, say_warnings)
@@ -179,17 +179,18 @@ def run_evaluation(config: EvaluationConfig, dataset: EvalDataset, bundle: ClipB
 def _evaluate(protocol: Protocol, config: EvaluationConfig, dataset: EvalDataset, bundle: ClipBundle,
               classifier: Optional[ZeroShotClassifier], context: Context, out_dir: Path, digest: str, workers: int,
               resume: bool, progress: bool, examples: int = 0) -> Optional[Dict[str, Any]]:
-    classifier = classifier or ZeroShotClassifier(bundle, protocol.label_set(dataset))
-    random_classifier = None
-    if config.sanity:
-        random_bundle = randomised_vision_copy(bundle, config.random_weights_seed)
-        random_classifier = ZeroShotClassifier(random_bundle, classifier.classnames, classifier.templates,
-                                               classifier.logit_scale, classifier._cache_dir,
-                                               classifier._use_cache)
-    methods = build_methods(config.methods, classifier, random_classifier)
-    with collected_warnings() as caught:
-        rows, timing = _run_shard(protocol, dataset, bundle, classifier, methods, config, context, out_dir, digest,
-                                  workers, resume, progress, examples)
+    with failing_together(context):
+        classifier = classifier or ZeroShotClassifier(bundle, protocol.label_set(dataset))
+        random_classifier = None
+        if config.sanity:
+            random_bundle = randomised_vision_copy(bundle, config.random_weights_seed)
+            random_classifier = ZeroShotClassifier(random_bundle, classifier.classnames, classifier.templates,
+                                                   classifier.logit_scale, classifier._cache_dir,
+                                                   classifier._use_cache)
+        methods = build_methods(config.methods, classifier, random_classifier)
+        with collected_warnings() as caught:
+            rows, timing = _run_shard(protocol, dataset, bundle, classifier, methods, config, context, out_dir,
+                                      digest, workers, resume, progress, examples)
     all_rows = gather_to_main(rows, context)
     all_timing = gather_to_main([timing], context)
     all_warnings = gather_to_main(caught, context)

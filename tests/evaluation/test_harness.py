@@ -172,6 +172,47 @@ def test_torchrun_on_two_processes_equals_one_process(tmp_path):
     assert len(list((double / "shards").glob("*.json"))) == 4
 
 
+def test_a_rank_that_fails_stops_every_rank_at_once_with_a_clear_error(tmp_path):
+    root = write_folder(tmp_path / "data", SEEDS[:6])
+    (root / "images" / f"scene{SEEDS[4]:03d}.png").write_bytes(b"not a png")  # in batch 1, which rank 1 takes
+    script = Path(sys.executable).parent / "captum-clip"
+    # torchrun's agent would kill rank 0 with no word of why; under a launcher that does not (srun, mp.spawn) it
+    # would wait at the gather for gloo's 30-minute timeout. Every rank now leaves saying what failed where.
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "--no-python", str(script), "evaluate", "pointing", "--dataset", "folder", "--root",
+                           str(root), "--methods", "surgery", "--batch-size", "3", "--device", "cpu", "--quiet",
+                           "--threads", "1", "--no-random-weights", "--out-dir", str(tmp_path / "out")],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert f"image 'scene{SEEDS[4]:03d}' of the folder dataset at {root} cannot be read" in done.stderr
+    assert "rank 1 of 2 failed with DatasetLayoutError" in done.stderr and "Rank 0 stopped too" in done.stderr
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_an_unreadable_image_gets_a_clear_error_in_one_process(tmp_path):
+    root = write_folder(tmp_path / "data", SEEDS[:2])
+    (root / "images" / f"scene{SEEDS[1]:03d}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(SystemExit, match=f"image 'scene{SEEDS[1]:03d}' of the folder dataset .* cannot be read "
+                                         r"\(\w*Error: .+\)\. Replace the file"):
+        evaluate("pointing", "--dataset", "folder", "--root", str(root), "--methods", "surgery",
+                 "--no-random-weights", "--device", "cpu", "--out-dir", str(tmp_path / "out"))
+
+
+def test_one_named_gpu_for_several_processes_is_refused(monkeypatch):
+    from captum_clip.evaluation import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    with pytest.raises(ValueError, match="names one GPU for all 2 processes; under torchrun pass --device cuda"):
+        distributed._device("cuda:0", local_rank=1, world_size=2)
+    assert distributed._device("cuda", local_rank=1, world_size=2) == torch.device("cuda", 1)
+    assert distributed._device("auto", local_rank=3, world_size=4) == torch.device("cuda", 1)
+    assert distributed._device("cuda:1", local_rank=0, world_size=1) == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 1)] * 3
+
+
 def _shard_rows(out: Path, method: str):
     rows = [row for path in sorted((out / "shards").glob("*.json")) for row in json.loads(path.read_text())["rows"]]
     return sorted((r for r in rows if r["method"] == method), key=lambda r: (r["stem"], str(r["query"])))

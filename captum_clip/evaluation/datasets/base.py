@@ -117,8 +117,16 @@ class PreparedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        sample = self.dataset[index]
-        image = sample.image.convert("RGB")
+        try:
+            sample = self.dataset[index]
+            image = sample.image.convert("RGB")
+        except DatasetLayoutError:
+            raise
+        except (OSError, SyntaxError) as error:  # PIL: not an image, truncated, or a broken header
+            raise DatasetLayoutError(
+                f"image {self.dataset.stems[index]!r} of the {self.dataset.kind} dataset at {self.dataset.root} "
+                f"cannot be read ({type(error).__name__}: {error}). Replace the file with a readable copy, or "
+                "remove it from the dataset.") from error
         height, width = image.height, image.width
         mask = boxes = None
         if sample.mask is not None:
