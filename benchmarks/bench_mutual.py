@@ -17,7 +17,7 @@ intersection and the Sinkhorn problem have the paper's sizes).
 
     python benchmarks/bench_mutual.py [--model shapes] [--pretrained FILE]
         [--descriptors wordnet-imagenet|scenes|FILE.json]
-        [--batch 8] [--repeats 3] [--devices cpu,cuda] [--threads N] [--metrics 36] [--no-stages]
+        [--batch 8] [--repeats 3] [--devices cpu,cuda] [--threads N or 1,2] [--metrics 36] [--no-stages]
         [--out benchmarks/results_mutual.md]
 
 ``--metrics N`` also reports the paper's concept metrics (Deletion, Insertion, AccDrop, AccInc) on N
@@ -107,6 +107,33 @@ def recorded_encoder_inputs(method, run):
     return batches
 
 
+def blas_threads(method, images, repeats: int, device: torch.device):
+    """Batched ``explain`` as shipped and with numpy's BLAS left on its default threads (the limit switched off
+    here only), and the median per-pair ratio."""
+    import contextlib
+
+    import captum_clip.base.method as method_module
+
+    shipped = method_module.single_threaded_blas
+
+    def with_default_blas():
+        method_module.single_threaded_blas = contextlib.nullcontext
+        try:
+            return method.explain(images)
+        finally:
+            method_module.single_threaded_blas = shipped
+
+    times_own, times_default, ratios = [], [], []
+    with_default_blas()
+    for _ in range(repeats):
+        t_default = clock(with_default_blas, device)
+        t_own = clock(lambda: method.explain(images), device)
+        times_own.append(t_own)
+        times_default.append(t_default)
+        ratios.append(t_default / t_own)
+    return statistics.median(times_own), statistics.median(times_default), statistics.median(ratios)
+
+
 def encoder_floor(method, images, repeats: int, device: torch.device):
     """Seconds the vision tower alone needs for the work of each run, and of a vanilla ``encode_image``.
 
@@ -187,44 +214,56 @@ def main() -> None:
     parser.add_argument("--devices", default="cpu,cuda")
     parser.add_argument("--metrics", type=int, default=0, help="also report concept metrics on this many scenes")
     parser.add_argument("--no-stages", action="store_true", help="skip the table of the vectorised steps")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's); 1 keeps a shared machine's timings stable")
+    parser.add_argument("--threads", default=None,
+                        help="torch CPU threads, or a comma-separated list of counts timed one after the other "
+                             "(default: torch's); 1 keeps a shared machine's timings stable")
     parser.add_argument("--out", default=None, help="also write the markdown tables here")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    thread_counts = [int(n) for n in args.threads.split(",")] if args.threads else [None]
 
     bank = descriptor_bank(args.descriptors)
     machine = platform.processor() or platform.machine()
     # The 1-minute load average says whether other jobs shared the CPU while this ran.
     load = f", load average {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else ""
     lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {machine}, "
-             f"{torch.get_num_threads()} CPU threads{load}; model `{args.model}`, bank `{args.descriptors}` "
+             f"{os.cpu_count()} CPUs{load}; model `{args.model}`, bank `{args.descriptors}` "
              f"(D = {len(bank)}), paper hyper-parameters (L = 5, k = 500, at most 1000 Sinkhorn iterations, "
              "u = 50)", ""]
-    for device, label in devices(args.devices):
+    for device, device_label in devices(args.devices):
         bundle = load_clip(args.model, pretrained=args.pretrained, device=device)
         classifier = ZeroShotClassifier(bundle, single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
         method = MutualConceptAttribution(classifier, bank)
         images = scenes(bundle, range(args.batch), n_objects=2)[0].to(device)
-        batched, loop, ratio, agree = throughput(method, images, args.repeats, device)
         b = args.batch
-        lines += [f"### explain throughput, {label}", "",
-                  "| B | batched: images/s | one at a time: images/s | speed-up | same results |",
-                  "|---:|---:|---:|---:|:---:|",
-                  f"| {b} | {b / batched:.2f} | {b / loop:.2f} | {ratio:.2f}x | {'yes' if agree else 'NO'} |",
-                  "", f"(median of {args.repeats} alternating runs after a warm-up: {batched:.3f} s batched, "
-                  f"{loop:.3f} s loop; speed-up = median of the per-pair loop / batched ratios)", ""]
-        n_prompts, one_pass, per_image, vanilla = encoder_floor(method, images, args.repeats, device)
-        lines += [f"### where the time goes, {label}", "",
-                  "| run | seconds | of which: encoding the prompts | share |", "|---|---:|---:|---:|",
-                  f"| batched `explain` | {batched:.3f} | {one_pass:.3f} (one pass of {n_prompts}) | "
-                  f"{one_pass / batched:.0%} |",
-                  f"| one image at a time | {loop:.3f} | {per_image:.3f} ({b} passes) | {per_image / loop:.0%} |",
-                  "", f"Batched `explain` costs {batched / vanilla:.1f}x one vanilla `encode_image` of the {b} "
-                  f"images ({vanilla * 1e3:.1f} ms), the physical anchor; it has to encode {n_prompts // b} "
-                  f"prompted images per image. With no overhead at all beyond that one pass, batching could reach "
-                  f"at most **{loop / one_pass:.2f}x** the loop on this device (loop seconds / one pass).", ""]
+        for threads in (thread_counts if device.type == "cpu" else [None]):
+            if threads:
+                torch.set_num_threads(threads)
+            n = torch.get_num_threads()
+            label = f"{device_label}, {n} torch thread{'s' * (n > 1)}" if device.type == "cpu" else device_label
+            batched, loop, ratio, agree = throughput(method, images, args.repeats, device)
+            lines += [f"### explain throughput, {label}", "",
+                      "| B | batched: images/s | one at a time: images/s | speed-up | same results |",
+                      "|---:|---:|---:|---:|:---:|",
+                      f"| {b} | {b / batched:.2f} | {b / loop:.2f} | {ratio:.2f}x | {'yes' if agree else 'NO'} |",
+                      "", f"(median of {args.repeats} alternating runs after a warm-up: {batched:.3f} s batched, "
+                      f"{loop:.3f} s loop; speed-up = median of the per-pair loop / batched ratios)", ""]
+            n_prompts, one_pass, per_image, vanilla = encoder_floor(method, images, args.repeats, device)
+            lines += [f"### where the time goes, {label}", "",
+                      "| run | seconds | of which: encoding the prompts | share |", "|---|---:|---:|---:|",
+                      f"| batched `explain` | {batched:.3f} | {one_pass:.3f} (one pass of {n_prompts}) | "
+                      f"{one_pass / batched:.0%} |",
+                      f"| one image at a time | {loop:.3f} | {per_image:.3f} ({b} passes) | "
+                      f"{per_image / loop:.0%} |",
+                      "", f"Batched `explain` costs {batched / vanilla:.1f}x one vanilla `encode_image` of the {b} "
+                      f"images ({vanilla * 1e3:.1f} ms), the physical anchor; it has to encode {n_prompts // b} "
+                      f"prompted images per image. With no overhead at all beyond that one pass, batching could "
+                      f"reach at most **{loop / one_pass:.2f}x** the loop on this device (loop seconds / one pass).",
+                      ""]
+            if device.type == "cpu":
+                own, default, slower = blas_threads(method, images, args.repeats, device)
+                lines += [f"numpy's BLAS: batched `explain` takes {own:.3f} s as shipped (BLAS on one thread while "
+                          f"a method runs) and {default:.3f} s with numpy's default BLAS threads "
+                          f"({slower:.2f}x; median per-pair ratio).", ""]
         if not args.no_stages:
             n_pairs, draw, matching, iters, same_picks = stage_times(method, images, args.repeats, device)
             lines += [f"### vectorised steps on the {b} images, {label}", "",

@@ -9,6 +9,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from .token_similarity import TokenSimilarityAttribution
+from ..base.method import runs_passes
 from ..base.targets import TargetLike
 
 
@@ -34,12 +35,14 @@ class RawCLIPSimilarity(TokenSimilarityAttribution):
     def _text_scores(self, tokens: Tensor, texts: Sequence[str]) -> Tensor:
         return tokens @ self.classifier.encode_text(texts).T
 
+    @runs_passes
     def dense_tokens(self, inputs: Tensor) -> Tensor:
         """Raw CLIP dense image tokens ``(N, 1+L, E)``, not normalised (token 0 = CLS / mean token)."""
         images = self._inputs(inputs)[0]
         with torch.no_grad():
             return self.tower.dense_tokens(images).float()
 
+    @runs_passes
     def similarity(self, inputs: Tensor) -> Tensor:
         """Cosine of every token with every class embedding, ``(N, 1+L, K)``."""
         images = self._inputs(inputs)[0]

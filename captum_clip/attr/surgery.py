@@ -11,6 +11,7 @@ from torch import Tensor
 from ..core.classifier import ZeroShotClassifier
 from ..defaults import fill_defaults
 from .token_similarity import COMBINE, TokenSimilarityAttribution
+from ..base.method import runs_passes
 from ..base.targets import TargetLike
 
 REDUNDANCY_MODES = ("auto", "labelset", "empty")
@@ -120,6 +121,7 @@ class SurgeryCAM(TokenSimilarityAttribution):
                 f"redundancy='empty' for free-text queries (or combine queries with '{COMBINE}')."
             )
 
+    @runs_passes
     def surgery_tokens(self, inputs: Tensor) -> Tensor:
         """Raw CLIP Surgery image tokens ``(N, 1+L, E)``, not normalised.
 
@@ -130,6 +132,7 @@ class SurgeryCAM(TokenSimilarityAttribution):
         with torch.no_grad():
             return self.tower.surgery_tokens(images)[0].float()
 
+    @runs_passes
     def surgery_similarity(self, inputs: Tensor) -> Tensor:
         """Per-token feature-surgery scores of all classes, ``(N, 1+L, K)`` (token 0 = CLS)."""
         images = self._inputs(inputs)[0]

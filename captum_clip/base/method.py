@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
 from captum.attr import Attribution
@@ -13,11 +14,25 @@ from torch import Tensor
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import ClipBundle
 from ..core.precision import autocast
+from ..core.threads import single_threaded_blas
 from ..core.towers import vision_tower
 from ..errors import warn_constant_maps
 from .inputs import check_images, gradient_ready, refuse_additional_forward_args, unpack_inputs
 from .maps import upsample_to_input
 from .targets import ResolvedTargets, TargetLike, parse_targets, target_list
+
+
+def runs_passes(function: Callable) -> Callable:
+    """Decorate a method's public entry point that runs forward passes: it runs under :meth:`ClipAttribution.running`
+    (``attribute`` gets this by itself)."""
+
+    @functools.wraps(function)
+    def wrapper(self, *args, **kwargs):
+        with self.running():
+            return function(self, *args, **kwargs)
+
+    wrapper._under_precision = True
+    return wrapper
 
 
 class ClipAttribution(Attribution):
@@ -54,15 +69,7 @@ class ClipAttribution(Attribution):
         # calls directly.
         attribute = cls.__dict__.get("attribute")
         if attribute is not None and not getattr(attribute, "_under_precision", False):
-            inner = getattr(attribute, "__wrapped__", attribute)
-
-            @functools.wraps(inner)
-            def with_precision(self, *args, **kw):
-                with self.autocast():
-                    return inner(self, *args, **kw)
-
-            with_precision._under_precision = True
-            wrapped = log_usage()(with_precision)
+            wrapped = log_usage()(runs_passes(getattr(attribute, "__wrapped__", attribute)))
             wrapped._under_precision = True
             cls.attribute = wrapped
     #: Methods that can also be built from a bare ClipBundle (targets are then texts only).
@@ -87,6 +94,13 @@ class ClipAttribution(Attribution):
     def autocast(self):
         """The autocast context of the bundle's precision (a no-op for fp32)."""
         return autocast(self.bundle.device, self.bundle.precision)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """What every public entry point runs under: the bundle's autocast, and numpy's BLAS on one thread
+        (:mod:`~captum_clip.core.threads` says why)."""
+        with self.autocast(), single_threaded_blas():
+            yield
 
     # -- inputs ----------------------------------------------------------------------------------
     def _inputs(self, inputs, additional_forward_args: Any = None, gradients: bool = False
@@ -169,7 +183,7 @@ class ClipAttribution(Attribution):
         images, is_tuple, device = self._inputs(inputs)
         values = target_list(targets, self.classnames)
         self.resolve_targets(values, len(values))  # fail before any pass
-        with self.autocast():
+        with self.running():
             maps = self._attribute_all(images, values, **attribute_kwargs)
         maps = maps.to(device)
         return (maps,) if is_tuple else maps

@@ -18,7 +18,7 @@ import torch
 from captum.log import log_usage
 from nltk.corpus.reader.wordnet import Synset
 
-from ..base.method import ClipAttribution
+from ..base.method import ClipAttribution, runs_passes
 from ..base.targets import ResolvedTargets
 from ..defaults import fill_defaults
 from .aggregation import AGGREGATIONS
@@ -247,6 +247,7 @@ class ConVisAttribution(ClipAttribution):
             by_content = {key: mapper.window_ranks(image) for key, image in first.items()}
         return [by_content[key] for key in keys]
 
+    @runs_passes
     def window_ranks(self, inputs) -> list[WindowRanks]:
         """The concept-independent part of ConVis for each image: window boxes, embeddings and ranks of T.
 
@@ -259,6 +260,7 @@ class ConVisAttribution(ClipAttribution):
         images, _ = self._check(inputs)
         return self._ranks_per_image(self._pixels(images))
 
+    @runs_passes
     def concept_maps(self, inputs, concepts: Sequence[Sequence[ConceptLike]] | Sequence[ConceptLike],
                      aggregation: str | None = None) -> list[ConceptMaps]:
         """ConVis's full result per image, on the squared frame: maps, mean ranks, rank sums, r_min.
@@ -350,6 +352,7 @@ class ConVisAttribution(ClipAttribution):
         concepts = self._concepts(self.resolve_targets(targets, len(targets)), None)
         return self.attribute_concepts(images, concepts, aggregation=aggregation, normalize=normalize)
 
+    @runs_passes
     def attribute_concepts(self, inputs, concepts: Sequence[ConceptLike] | ConceptLike,
                            aggregation: str | None = None, normalize: bool = True) -> torch.Tensor:
         """K concept maps per image from one window sweep per image.
@@ -367,6 +370,7 @@ class ConVisAttribution(ClipAttribution):
         results = self.concept_maps(images, concepts, aggregation=aggregation)
         return torch.stack([self._input_frame(self._values(r, normalize), images) for r in results])
 
+    @runs_passes
     def top_concepts(self, inputs, k: int | None = 10, *, under: ConceptLike | None = None,
                      candidates: Sequence[ConceptLike] | None = None, closure: bool = True,
                      aggregation: str = "mean_then_max") -> list[list[ConceptMass]]:

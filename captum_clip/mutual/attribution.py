@@ -25,7 +25,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..base.inputs import check_images
-from ..base.method import ClipAttribution
+from ..base.method import ClipAttribution, runs_passes
 from ..base.targets import ResolvedTargets, TargetLike
 from ..core.classifier import ZeroShotClassifier
 from ..defaults import fill_defaults
@@ -172,6 +172,7 @@ class MutualConceptAttribution(ClipAttribution):
         images, is_tuple, _ = self._inputs(inputs)
         return images, is_tuple
 
+    @runs_passes
     def fit_concepts(self, reference_images: Tensor) -> ConceptBasis:
         """Fit the foreground and parts on a set of images (e.g. the 50 images of a class).
 
@@ -189,6 +190,7 @@ class MutualConceptAttribution(ClipAttribution):
         return fit_concept_basis(patches, grid, self.facet, self.foreground_method, self.part_method, self.n_parts,
                                  self.min_second_size, self.random_state)
 
+    @runs_passes
     def visual_concepts(self, inputs, reference_images: ReferenceLike = None) -> VisualConcepts:
         """Stage (a) only: the visual concepts of ``inputs``.
 
@@ -236,6 +238,7 @@ class MutualConceptAttribution(ClipAttribution):
                                            "Mutual Knowledge: the visual-prompt embeddings"))
         return torch.cat(rows) if rows else torch.zeros(0, self.bank_embeddings.prompted.shape[1], device=device)
 
+    @runs_passes
     def concept_embeddings(self, images: Tensor, concepts: VisualConcepts, renderer: str = "torch"
                            ) -> Tuple[Tensor, Tensor, np.ndarray]:
         """Embed every concept through its three visual prompts, all images' prompts in one batched pass.
@@ -294,6 +297,7 @@ class MutualConceptAttribution(ClipAttribution):
         indices = [int(i) for i in indices_t.tolist()]
         return text[indices_t].float(), indices, [self.classifier.classnames[i] for i in indices]
 
+    @runs_passes
     def explain_concepts(self, inputs, concepts: VisualConcepts, target: TargetLike = None) -> List[MutualExplanation]:
         """Stages (b)-(d) for given visual concepts (e.g. from :meth:`visual_concepts`, possibly edited).
 
@@ -374,6 +378,7 @@ class MutualConceptAttribution(ClipAttribution):
         return results
 
     # -------------------------------------------------------------------------------------------- public
+    @runs_passes
     def explain(self, inputs, target: TargetLike = None, reference_images: ReferenceLike = None
                 ) -> List[MutualExplanation]:
         r"""Mutual-knowledge explanation of every image.

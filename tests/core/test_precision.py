@@ -58,3 +58,60 @@ def test_noise_tunnel_and_attribute_all_run_under_the_precision(tiny_bundles, mo
     NoiseTunnel(method).attribute(images, nt_samples=2, stdevs=0.1, target=0)
     method.attribute_all(images)
     assert seen and all(seen)
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_blas_runs_on_one_thread_inside_and_as_before_outside():
+    from captum_clip.core.threads import single_threaded_blas
+
+    before = _blas_threads()
+    with single_threaded_blas():
+        assert _blas_threads() == {1}
+        with single_threaded_blas():
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {1}
+    assert _blas_threads() == before
+    with pytest.raises(RuntimeError), single_threaded_blas():
+        raise RuntimeError
+    assert _blas_threads() == before
+
+
+#: The public entry points besides ``attribute`` that run forward passes, and how to call them.
+ENTRY_POINTS = {
+    "mutual": [("explain", {}), ("visual_concepts", {}), ("fit_concepts", {})],
+    "surgery": [("surgery_tokens", {}), ("surgery_similarity", {})],
+    "clip": [("dense_tokens", {}), ("similarity", {})],
+}
+
+
+@pytest.mark.parametrize("name,entry", [(n, e) for n, entries in ENTRY_POINTS.items() for e in entries],
+                         ids=lambda value: value if isinstance(value, str) else value[0])
+def test_every_entry_point_runs_under_the_precision_with_one_blas_thread(tiny_bundles, tmp_path, monkeypatch, name,
+                                                                        entry):
+    from ..conftest import TINY_BANK
+
+    fp32 = tiny_bundles["vit"]
+    bf16 = ClipBundle(copy.deepcopy(fp32.model), fp32.preprocess, fp32.tokenizer, fp32.name, precision="bf16")
+    options = {"descriptors": TINY_BANK, "cache_dir": tmp_path} if name == "mutual" else {}
+    method = build_method(name, ZeroShotClassifier(bf16, CLASSNAMES, TEMPLATES), **options)
+    seen = []
+    blocks = method.tower.blocks
+    first = blocks[0]
+
+    def recording(module, args):
+        seen.append((torch.is_autocast_enabled("cpu"), _blas_threads()))
+
+    handle = first.register_forward_pre_hook(recording)
+    try:
+        before = _blas_threads()
+        function, kwargs = entry
+        getattr(method, function)(images_for(fp32, 2), **kwargs)
+    finally:
+        handle.remove()
+    assert seen and all(autocast and threads == {1} for autocast, threads in seen), seen
+    assert _blas_threads() == before
