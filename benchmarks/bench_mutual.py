@@ -137,9 +137,10 @@ def blas_threads(method, images, repeats: int, device: torch.device):
 def encoder_floor(method, images, repeats: int, device: torch.device):
     """Seconds the vision tower alone needs for the work of each run, and of a vanilla ``encode_image``.
 
-    The batched run's prompts are encoded in one pass (its floor: an ``explain`` with no overhead at all); the
-    loop's in the per-image passes it makes. ``loop seconds / batched floor`` bounds the speed-up any batching of
-    this method can reach on this device.
+    The batched run's prompts are encoded in one pass, after one forward of the images for their features (its
+    floor: an ``explain`` with no overhead beyond those two passes); the loop's prompts in the per-image passes it
+    makes. ``loop seconds / batched floor`` bounds the speed-up any batching of this method can reach on this
+    device.
     """
     basis = method.fit_concepts(images)
     batched_inputs = torch.cat(recorded_encoder_inputs(method, lambda: method.explain(images)))
@@ -256,8 +257,10 @@ def main() -> None:
                       f"{per_image / loop:.0%} |",
                       "", f"Batched `explain` costs {batched / vanilla:.1f}x one vanilla `encode_image` of the {b} "
                       f"images ({vanilla * 1e3:.1f} ms), the physical anchor; it has to encode {n_prompts // b} "
-                      f"prompted images per image. With no overhead at all beyond that one pass, batching could "
-                      f"reach at most **{loop / one_pass:.2f}x** the loop on this device (loop seconds / one pass).",
+                      f"prompted images per image, after one forward of the images for their last-block features "
+                      f"(about that vanilla pass). With no overhead beyond those two passes, batching could reach "
+                      f"at most **{loop / (one_pass + vanilla):.2f}x** the loop on this device (loop seconds / "
+                      f"(prompt pass + vanilla pass)).",
                       ""]
             if device.type == "cpu":
                 own, default, slower = blas_threads(method, images, args.repeats, device)

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Bumped whenever :func:`wordnet_descriptors_for` would produce different strings (invalidates caches).
-WORDNET_BANK_VERSION = "3"
+WORDNET_BANK_VERSION = "4"
 
 _MAX_GLOSS_CLAUSES = 2
 _MAX_PARTS = 6
@@ -158,6 +158,12 @@ def _lemma_text(synset) -> str:
     return synset.lemma_names()[0].replace("_", " ")
 
 
+def _by_name(synsets) -> list:
+    # nltk keeps a synset's pointers in sets, so hypernyms() and the meronyms come in an order that changes with
+    # PYTHONHASHSEED; sorting by name makes the bank (and which parts the caps keep) the same in every process.
+    return sorted(synsets, key=lambda s: s.name())
+
+
 def _gloss_clauses(definition: str) -> list[str]:
     # Glosses read "(astronomy) a celestial body ...; usually ..." - drop the domain tag, split the clauses.
     definition = re.sub(r"^\([^)]*\)\s*", "", definition.strip())
@@ -214,12 +220,14 @@ def wordnet_descriptors_for(name: str, wordnet) -> list[str]:
         clauses = _gloss_clauses(synset.definition())
         phrases.extend(clauses)
         phrases.extend(feature for clause in clauses for feature in _gloss_features(clause))
-        hypernyms = synset.hypernyms() + synset.instance_hypernyms()
-        parts = synset.part_meronyms() + [p for h in hypernyms for p in h.part_meronyms()]
+        hypernyms = _by_name(synset.hypernyms() + synset.instance_hypernyms())
+        parts = _by_name(synset.part_meronyms()) + [p for h in hypernyms for p in _by_name(h.part_meronyms())]
         phrases.extend(f"has {_article(_lemma_text(p))}" for p in parts[:_MAX_PARTS])
-        phrases.extend(f"made of {_lemma_text(s)}" for s in synset.substance_meronyms()[:_MAX_SUBSTANCES])
+        phrases.extend(f"made of {_lemma_text(s)}"
+                       for s in _by_name(synset.substance_meronyms())[:_MAX_SUBSTANCES])
         phrases.extend(f"a kind of {_lemma_text(h)}" for h in hypernyms)
-        phrases.extend(f"part of {_article(_lemma_text(h))}" for h in synset.part_holonyms()[:_MAX_HOLONYMS])
+        phrases.extend(f"part of {_article(_lemma_text(h))}"
+                       for h in _by_name(synset.part_holonyms())[:_MAX_HOLONYMS])
     if not phrases:
         phrases.append(" ".join(name.split()))
     return list(dict.fromkeys(" ".join(p.split()) for p in phrases if p.strip()))

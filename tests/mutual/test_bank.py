@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -69,11 +72,14 @@ def test_scene_bank_speaks_the_scene_vocabulary():
 
 class FakeSynset:
     def __init__(self, name, definition, parts=(), substances=(), hypernyms=(), holonyms=()):
-        self.name, self._definition = name, definition
+        self.lemma, self._definition = name, definition
         self._parts, self._substances, self._hypernyms, self._holonyms = parts, substances, hypernyms, holonyms
 
+    def name(self):
+        return f"{self.lemma}.n.01"
+
     def lemma_names(self):
-        return [self.name]
+        return [self.lemma]
 
     def definition(self):
         return self._definition
@@ -127,13 +133,32 @@ def test_wordnet_descriptors_glosses_meronyms_hypernyms():
     assert wordnet_descriptors_for("car", wordnet) == [
         "a motor vehicle with four wheels", "usually propelled by an engine",  # gloss clauses, domain tag dropped
         "four wheels",  # the feature after "with"
-        "has a wheel", "has an air bag", "has an engine",  # own and inherited part meronyms
+        "has an air bag", "has a wheel", "has an engine",  # own (by name) then inherited part meronyms
         "made of steel", "a kind of motor vehicle", "part of a train",
     ]
     # A phrase WordNet lacks falls back to its head noun plus its modifiers.
     assert wordnet_descriptors_for("red star", wordnet) == [
         "red", "of a color at the end of the color spectrum", "a celestial body", "emits light"]
     assert wordnet_descriptors_for("Blorp", wordnet) == ["Blorp"]
+
+
+def test_wordnet_descriptors_do_not_depend_on_the_order_nltk_lists_relations_in():
+    # nltk keeps pointers in sets: their order changes with PYTHONHASHSEED, and the caps keep the first few.
+    wordnet = FakeWordNet()
+    first = wordnet_descriptors_for("car", wordnet)
+    car = wordnet.nouns["car"]
+    car._parts = list(reversed(car._parts))
+    assert wordnet_descriptors_for("car", wordnet) == first
+
+
+def test_the_real_wordnet_bank_is_the_same_under_every_hash_seed(real_wordnet):
+    script = ("import json, sys; from captum_clip.mutual.descriptor_bank import wordnet_descriptors_for; "
+              "from captum_clip.wordnet import load_wordnet; wn = load_wordnet(); "
+              "print(json.dumps({n: wordnet_descriptors_for(n, wn) for n in sys.argv[1:]}))")
+    names = ["loggerhead sea turtle", "sports car", "golden retriever", "ostrich", "castle", "church"]
+    banks = [subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert banks[0] == banks[1], "the WordNet bank changed with PYTHONHASHSEED"
 
 
 def test_articles_and_stop_words_are_dropped_before_the_look_up():
