@@ -80,7 +80,8 @@ def failing_together(context: Context) -> Iterator[None]:
     """Run the block on every rank; if any rank raises, every rank raises when it reaches the block's end.
 
     Without this a rank that raised would leave the others waiting in the next collective until the backend's
-    timeout (torchrun's agent kills them sooner, with no word of why; srun or ``mp.spawn`` do not). The rank that raised re-raises its own error (its traceback is the useful one); the others raise
+    timeout (torchrun's agent kills them sooner, with no word of why; srun or ``mp.spawn`` do not). The rank that
+    raised re-raises its own error (its traceback is the useful one); the others raise
     :class:`~captum_clip.errors.RankFailedError` naming it and its message.
     """
     error: Optional[Exception] = None
