@@ -99,7 +99,7 @@ def _require_in_hierarchy(synset: Synset) -> None:
         raise ValueError(
             f"{synset.name()!r} is an instance synset (a named entity linked to WordNet only through "
             "instance_hypernyms()); ConVis concepts are classes in the hypernym hierarchy, such as "
-            f"{[h.name() for h in synset.instance_hypernyms()]}"
+            f"{sorted(h.name() for h in synset.instance_hypernyms())}"
         )
 
 
