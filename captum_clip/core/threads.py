@@ -3,7 +3,7 @@
 OpenBLAS's workers spin for a while after each call. A method that does small numpy or scikit-learn linear algebra
 between torch passes (Mutual Knowledge's PCA of the patch features, its ellipse fits) leaves them spinning on the
 cores where torch's next pass wants its own threads: on a 2-core machine Mutual's batched ``explain`` of 8 images
-took 0.158 s with numpy's default BLAS threads and 0.071 s with one (``benchmarks/results_mutual.md``, 2 torch threads).
+took 0.162 s with numpy's default BLAS threads and 0.096 s with one (``benchmarks/results_mutual.md``, 2 torch threads).
 Those problems are far too small for a second BLAS thread to help. torch's own threads are left as they are.
 """
 
