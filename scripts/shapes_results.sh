@@ -33,7 +33,7 @@ for step in "${steps[@]}"; do
     mutual)  # docs/mutual.md
       python -m captum_clip.shipped.mutual_example --seed 3888 --out docs/figures/mutual_shapes_scene.png --survey ;;
     bench_mutual)  # benchmarks/results_mutual.md, docs/mutual.md, docs/benchmarks.md
-      python benchmarks/bench_mutual.py --devices cpu --repeats 11 --threads 1,2 --metrics 36 --out benchmarks/results_mutual.md ;;
+      python benchmarks/bench_mutual.py --devices cpu --repeats 21 --threads 1,2 --metrics 36 --out benchmarks/results_mutual.md ;;
     convis)  # docs/convis.md (the default noise padding, then the gray padding)
       OMP_NUM_THREADS=1 captum-clip convis-wsol --scenes 100 --figure docs/figures/convis_scenes.png
       OMP_NUM_THREADS=1 captum-clip convis-wsol --scenes 100 --pad-fill gray
