@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from _tables import publish
+
 from captum_clip.shipped import generate_scene
 
 GIB = 1024 ** 3
@@ -79,16 +81,14 @@ def main() -> None:
 
     surgery_peak = rows[0][1]
     lines = [f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; "
-             f"`captum-clip explain` on one 224 px image, model {args.model} (random weights), "
-             f"{len(queries)} queries, CPU", "",
+             f"`captum-clip explain` on one 224 px image, model {args.model} "
+             f"({'the shipped weights' if args.model == 'shapes' else 'random weights'}), "
+             f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, CPU", "",
              "| run | peak RSS (GiB) | above surgery (GiB) | seconds |", "|---|---:|---:|---:|"]
     lines += [f"| {label} | {peak:.2f} | {peak - surgery_peak:+.2f} | {seconds:.1f} |"
               for label, peak, seconds in rows]
     table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        command = " ".join(["python", "benchmarks/bench_ig_memory.py", *sys.argv[1:]])
-        Path(args.out).write_text(f"{table}\nCommand:\n\n    {command}\n")
+    publish(table, args.out)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,11 @@ import functools
 import os
 import platform
 import statistics
-import sys
-from pathlib import Path
 
 import open_clip
 import torch
 
+from _tables import publish
 from _timing import clock, devices, median_clock
 
 from captum_clip import ZeroShotClassifier, load_clip
@@ -321,10 +320,7 @@ def main() -> None:
             lines += [f"| {o} | {d:.3f} | {i:.3f} | {ad:.3f} | {ai:.3f} |" for o, d, i, ad, ai in rows]
             lines.append("")
     table = "\n".join(lines)
-    print(table)
-    if args.out:
-        command = " ".join(["python", "benchmarks/bench_mutual.py", *sys.argv[1:]])
-        Path(args.out).write_text(f"{table}\nCommand:\n\n    {command}\n")
+    publish(table, args.out)
 
 
 if __name__ == "__main__":
