@@ -99,8 +99,6 @@ def throughput(method, images, repeats: int, device: torch.device):
     ``explain`` with no cost beyond its two encoder passes would reach); whether the three runs agree; and the
     number of prompts the batch encodes.
     """
-    basis = method.fit_concepts(images)
-
     def batched():
         return method.explain(images)
 
@@ -115,8 +113,7 @@ def throughput(method, images, repeats: int, device: torch.device):
     first = batched()  # also the warm-up
     agree = all(same(a, b) and same(a, c) for a, b, c in zip(first, loop(), reference_loop()))
     batch_prompts = torch.cat(recorded_encoder_inputs(method, batched))
-    loop_prompts = recorded_encoder_inputs(method, lambda: [method.explain(images[i:i + 1], reference_images=basis)
-                                                            for i in range(images.shape[0])])
+    loop_prompts = recorded_encoder_inputs(method, loop)
     runs = {
         "reference": reference_loop, "loop": loop, "batched": batched,
         "prompt pass": lambda: method.tower.encode(batch_prompts),
@@ -157,8 +154,6 @@ def recorded_encoder_inputs(method, run):
 def blas_threads(method, images, repeats: int, device: torch.device):
     """Batched ``explain`` as shipped and with numpy's BLAS left on its default threads (the limit switched off
     here only), and the median per-pair ratio."""
-    import contextlib
-
     import captum_clip.base.method as method_module
 
     shipped = method_module.single_threaded_blas
