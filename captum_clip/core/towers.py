@@ -347,10 +347,34 @@ class ViTTower(VisionTower):
         last = self.blocks[-1]
         if not self.pools_cls:
             return self.pool(last(activation))
-        qkv = self.qkv(last, last.ln_1(activation))
-        cls = activation[:, :1] + self.attention_output(
-            last, F.scaled_dot_product_attention(qkv.q[:, :, :1], qkv.k, qkv.v))
+        cls = activation[:, :1] + self.attention_output(last, self.cls_attention(last, last.ln_1(activation)))
         return self.pool(self.mlp_residual(last, cls))
+
+    @staticmethod
+    def cls_attention(block: ResidualAttentionBlock, u: Tensor) -> Tensor:
+        """The CLS query's attention over the normalised tokens ``u`` ``(B, L, D)``: ``(B, H, 1, d_h)``.
+
+        Equal to attending with the block's own keys and values, in another order: the CLS query is folded into
+        the key weights, and the tokens are pooled by the attention before the value weights. Every token then
+        meets the weights only through rank-``H`` products, so a backward to ``u`` costs ``O(L H D)`` per target
+        instead of the ``O(L D^2)`` of the key and value projections (Grad-CAM's K targets share the forward and
+        each pay one backward).
+        """
+        attn = block.attn
+        heads = attn.num_heads
+        w_q, w_k, w_v = attn.in_proj_weight.unflatten(0, (3, heads, -1)).unbind(0)  # (H, d_h, D) each
+        bias = attn.in_proj_bias
+        q = torch.einsum("bD,hdD->bhd", u[:, 0], w_q)
+        if bias is not None:
+            q = q + bias[: w_q.shape[0] * w_q.shape[1]].view_as(q[0])
+        q = q * w_q.shape[1] ** -0.5
+        # The key bias adds q.b_k to every token's score alike, which the softmax cancels.
+        scores = torch.einsum("blD,bhD->bhl", u, torch.einsum("bhd,hdD->bhD", q, w_k))
+        pooled = torch.einsum("bhl,blD->bhD", scores.softmax(dim=-1), u)
+        out = torch.einsum("bhD,hdD->bhd", pooled, w_v)
+        if bias is not None:
+            out = out + bias[2 * w_v.shape[0] * w_v.shape[1]:].view_as(out[0])  # the weights sum to one
+        return out[:, :, None]
 
     def activation_to_grid(self, activation: Tensor, grid: Tuple[int, int]) -> Tensor:
         patches = activation[:, 1:]
