@@ -91,13 +91,13 @@ def reference_steps(method):
 def throughput(method, images, repeats: int, device: torch.device):
     """Every timing of the throughput tables, taken in rotation within each repeat so that their ratios come from
     the same stretch of a shared machine: the batched call, the loop, the loop with the reference's own steps, and
-    the vision tower alone on the prompts each run encodes (the batch's in one pass, the loop's in its per-image
+    the vision tower alone on the prompts each run encodes (in the passes each makes: the batch's and the per-image
     passes) and on the images (a vanilla ``encode_image``, the anchor).
 
-    Returns ``(seconds, ratios, agree, n_prompts)``: median seconds per run; the medians of the per-repeat ratios
-    ``loop`` and ``reference`` (to the batch) and ``bound`` (loop / (prompt pass + vanilla pass): the speed-up an
-    ``explain`` with no cost beyond its two encoder passes would reach); whether the three runs agree; and the
-    number of prompts the batch encodes.
+    Returns ``(seconds, ratios, agree, batch_passes)``: median seconds per run; the medians of the per-repeat
+    ratios ``loop`` and ``reference`` (to the batch) and ``bound`` (loop / (the batch's prompt passes + vanilla
+    pass): the speed-up an ``explain`` with no cost beyond its encoder passes would reach); whether the three runs
+    agree; and the sizes of the prompt passes the batch makes.
     """
     def batched():
         return method.explain(images)
@@ -112,11 +112,11 @@ def throughput(method, images, repeats: int, device: torch.device):
 
     first = batched()  # also the warm-up
     agree = all(same(a, b) and same(a, c) for a, b, c in zip(first, loop(), reference_loop()))
-    batch_prompts = torch.cat(recorded_encoder_inputs(method, batched))
+    batch_prompts = recorded_encoder_inputs(method, batched)
     loop_prompts = recorded_encoder_inputs(method, loop)
     runs = {
         "reference": reference_loop, "loop": loop, "batched": batched,
-        "prompt pass": lambda: method.tower.encode(batch_prompts),
+        "prompt passes": lambda: [method.tower.encode(p) for p in batch_prompts],
         "loop prompt passes": lambda: [method.tower.encode(p) for p in loop_prompts],
         "vanilla": lambda: method.tower.encode(images),
     }
@@ -128,10 +128,10 @@ def throughput(method, images, repeats: int, device: torch.device):
     ratios = {
         "loop": [l / b for l, b in zip(times["loop"], times["batched"])],
         "reference": [r / b for r, b in zip(times["reference"], times["batched"])],
-        "bound": [l / (p + v) for l, p, v in zip(times["loop"], times["prompt pass"], times["vanilla"])],
+        "bound": [l / (p + v) for l, p, v in zip(times["loop"], times["prompt passes"], times["vanilla"])],
     }
     return ({key: statistics.median(values) for key, values in times.items()},
-            {key: statistics.median(values) for key, values in ratios.items()}, agree, len(batch_prompts))
+            {key: statistics.median(values) for key, values in ratios.items()}, agree, [len(p) for p in batch_prompts])
 
 
 def recorded_encoder_inputs(method, run):
@@ -264,9 +264,13 @@ def main() -> None:
                 torch.set_num_threads(threads)
             n = torch.get_num_threads()
             label = f"{device_label}, {n} torch thread{'s' * (n > 1)}" if device.type == "cpu" else device_label
-            seconds, ratios, agree, n_prompts = throughput(method, images, args.repeats, device)
+            seconds, ratios, agree, passes = throughput(method, images, args.repeats, device)
+            n_prompts = sum(passes)
+            in_passes = (f"one pass of {n_prompts}" if len(passes) == 1 else
+                         f"{len(passes)} passes of {passes[0]}" if len(set(passes)) == 1 else
+                         f"{len(passes)} passes of {min(passes)}-{max(passes)}")
             batched, loop, vanilla = seconds["batched"], seconds["loop"], seconds["vanilla"]
-            one_pass, per_image = seconds["prompt pass"], seconds["loop prompt passes"]
+            prompt_passes, per_image = seconds["prompt passes"], seconds["loop prompt passes"]
             lines += [f"### explain throughput, {label}", "",
                       "| B | batched: images/s | one at a time: images/s | speed-up | one at a time, the "
                       "reference's steps: images/s | speed-up | same results |",
@@ -279,16 +283,16 @@ def main() -> None:
                       "a speed-up is the median of the per-round loop / batched ratios)", ""]
             lines += [f"### where the time goes, {label}", "",
                       "| run | seconds | of which: encoding the prompts | share |", "|---|---:|---:|---:|",
-                      f"| batched `explain` | {batched:.3f} | {one_pass:.3f} (one pass of {n_prompts}) | "
-                      f"{one_pass / batched:.0%} |",
+                      f"| batched `explain` | {batched:.3f} | {prompt_passes:.3f} ({in_passes}) | "
+                      f"{prompt_passes / batched:.0%} |",
                       f"| one image at a time | {loop:.3f} | {per_image:.3f} ({b} passes) | "
                       f"{per_image / loop:.0%} |",
                       "", f"Batched `explain` costs {batched / vanilla:.1f}x one vanilla `encode_image` of the {b} "
                       f"images ({vanilla * 1e3:.1f} ms), the physical anchor; it has to encode {n_prompts // b} "
                       f"prompted images per image, after one forward of the images for their last-block features "
-                      f"(about that vanilla pass). With no overhead beyond those two passes, batching could reach "
+                      f"(about that vanilla pass). With no overhead beyond those passes, batching could reach "
                       f"at most **{ratios['bound']:.2f}x** the loop on this device (median per-round loop / "
-                      f"(prompt pass + vanilla pass)).",
+                      f"(prompt passes + vanilla pass)).",
                       ""]
             if device.type == "cpu":
                 own, default, slower = blas_threads(method, images, args.repeats, device)

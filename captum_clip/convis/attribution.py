@@ -40,11 +40,6 @@ TEXT_SOURCES = ("definition", "lemmas")
 _BANKS: dict[tuple[str, str, str, str], TextBank] = {}
 _MAX_BANKS = 8
 
-# Default windows per forward pass. On a CPU, batches of 8-16 ran 1.5-2x faster per window than 128 for both the
-# shipped 64 px model and a 224 px ViT (activations stop fitting in cache); a GPU wants large batches.
-_CPU_BATCH = 16
-_GPU_BATCH = 256
-
 
 def _as_vocabulary(vocabulary) -> ConceptVocabulary:
     if vocabulary is None:
@@ -87,8 +82,9 @@ class ConVisAttribution(ClipAttribution):
         aggregation: ``"max_then_mean"`` (the paper's Algorithm 1) or ``"mean_then_max"`` (the authors' webapp).
         resize: ``"tensor"`` (crops resized in batches on the model's device; fast) or ``"pil"`` (the bundle's
             own PIL preprocess per crop; the reference's pixels exactly, CPU-bound).
-        batch_size: windows per image-encoder call; None: 16 on a CPU (measured fastest per window for small and
-            mid-sized towers: larger batches fall out of cache), 256 on a GPU.
+        batch_size: windows per image-encoder call; None: the tower's pass size for the device (on a CPU about
+            1,536 tokens, e.g. 23 windows of the shipped model or 7 of a ViT-B/16, faster per window than larger
+            passes; 256 on a GPU).
         class_synsets: how class names become synsets: a ``{class name: synset}`` dict or a callable. Without it
             (and without a preset for scene classes), a class name must be a synset name or have a single
             WordNet noun sense; an ambiguous one raises a ``ValueError`` listing its senses.
@@ -128,7 +124,8 @@ class ConVisAttribution(ClipAttribution):
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
         if batch_size is None:
-            batch_size = _CPU_BATCH if bundle.device.type == "cpu" else _GPU_BATCH
+            # The windows are encoded at the model's own input size.
+            batch_size = self.tower.images_per_pass(self.tower.native_image_size, bundle.device)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or None, not {batch_size!r}")
         if aggregation not in AGGREGATIONS:

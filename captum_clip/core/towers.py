@@ -15,7 +15,7 @@ the parameter and so makes results depend on call history.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,12 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 #: CLIP Surgery replaces the last six blocks of every ViT ("surgery 7" in the reference).
 SURGERY_DEPTH = 6
+
+#: Tokens per encoder pass on a CPU, and the pass sizes without a token count and on an accelerator
+#: (:meth:`VisionTower.images_per_pass`).
+CPU_PASS_TOKENS = 1536
+CPU_PASS_IMAGES = 16
+ACCELERATOR_PASS_IMAGES = 256
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,23 @@ class VisionTower:
     def grid_shape(self, image_hw: Tuple[int, int]) -> Tuple[int, int]:
         """Token grid ``(gh, gw)`` produced for an input of size ``image_hw``."""
         return image_hw[0] // self.cell_size[0], image_hw[1] // self.cell_size[1]
+
+    def tokens_per_image(self, image_hw: Tuple[int, int]) -> Optional[int]:
+        """Sequence length of one image of size ``image_hw`` through the blocks (None: not a token model)."""
+        return None
+
+    def images_per_pass(self, image_hw: Tuple[int, int], device: torch.device | str) -> int:
+        """How many images of size ``image_hw`` one encoder pass should take on ``device``, for the methods that
+        encode many images of their own (ConVis's windows, Mutual Knowledge's prompts).
+
+        An accelerator takes :data:`ACCELERATOR_PASS_IMAGES`. A CPU runs faster per image in passes of about
+        :data:`CPU_PASS_TOKENS` tokens than in one large pass, whose activations fall out of cache
+        (``benchmarks/bench_encoder_passes.py``); a tower without tokens takes :data:`CPU_PASS_IMAGES`.
+        """
+        if torch.device(device).type != "cpu":
+            return ACCELERATOR_PASS_IMAGES
+        tokens = self.tokens_per_image(tuple(image_hw))
+        return CPU_PASS_IMAGES if tokens is None else max(1, CPU_PASS_TOKENS // tokens)
 
     # -- forward passes ---------------------------------------------------------------
     def encode(self, images: Tensor) -> Tensor:
@@ -363,18 +386,24 @@ class ViTTower(VisionTower):
         attn = block.attn
         heads = attn.num_heads
         w_q, w_k, w_v = attn.in_proj_weight.unflatten(0, (3, heads, -1)).unbind(0)  # (H, d_h, D) each
-        bias = attn.in_proj_bias
         q = torch.einsum("bD,hdD->bhd", u[:, 0], w_q)
-        if bias is not None:
-            q = q + bias[: w_q.shape[0] * w_q.shape[1]].view_as(q[0])
+        out_bias = None
+        if attn.in_proj_bias is not None:
+            # The key bias adds q.b_k to every token's score alike, which the softmax cancels; the value bias
+            # passes through unchanged, since the attention weights sum to one.
+            b_q, _, out_bias = attn.in_proj_bias.unflatten(0, (3, heads, -1)).unbind(0)  # (H, d_h) each
+            q = q + b_q
         q = q * w_q.shape[1] ** -0.5
-        # The key bias adds q.b_k to every token's score alike, which the softmax cancels.
         scores = torch.einsum("blD,bhD->bhl", u, torch.einsum("bhd,hdD->bhD", q, w_k))
         pooled = torch.einsum("bhl,blD->bhD", scores.softmax(dim=-1), u)
         out = torch.einsum("bhD,hdD->bhd", pooled, w_v)
-        if bias is not None:
-            out = out + bias[2 * w_v.shape[0] * w_v.shape[1]:].view_as(out[0])  # the weights sum to one
+        if out_bias is not None:
+            out = out + out_bias
         return out[:, :, None]
+
+    def tokens_per_image(self, image_hw: Tuple[int, int]) -> Optional[int]:
+        grid = self.grid_shape(image_hw)
+        return 1 + grid[0] * grid[1]
 
     def activation_to_grid(self, activation: Tensor, grid: Tuple[int, int]) -> Tensor:
         patches = activation[:, 1:]

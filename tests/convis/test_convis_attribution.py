@@ -253,3 +253,10 @@ def test_tensor_resize_reproduces_golden_window_ranks(tiny_clip, golden_case, co
     gold = case["r_min"][:, case["overlaps_image"]][:, ::12]
     assert (r_min == gold).mean() > 0.95
     assert np.abs(r_min - gold).max() <= 3
+
+
+def test_default_batch_is_the_towers_pass_size(make, tiny_classifiers):
+    for kind in ("vit", "resnet"):
+        tower = tiny_classifiers[kind].tower
+        assert make(tiny_classifiers[kind]).batch_size == tower.images_per_pass(tower.native_image_size, "cpu")
+    assert make(batch_size=3).batch_size == 3

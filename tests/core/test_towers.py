@@ -6,7 +6,8 @@ from torch import nn
 from open_clip.transformer import ResidualAttentionBlock
 
 from captum_clip import CLIPGradCAM, ZeroShotClassifier
-from captum_clip.core.towers import ViTTower, vision_tower
+from captum_clip.core.towers import (ACCELERATOR_PASS_IMAGES, CPU_PASS_IMAGES, CPU_PASS_TOKENS, ViTTower,
+                                     vision_tower)
 
 from ..conftest import CLASSNAMES, TEMPLATES, images_for
 
@@ -68,3 +69,15 @@ def test_gradcam_all_targets_equal_one_call_per_target_within_1e_5(tiny_bundles,
         scale = one.abs().amax()
         assert scale > 0
         torch.testing.assert_close(every[:, k:k + 1] / scale, one / scale, atol=1e-5, rtol=0)
+
+
+def test_pass_size_is_a_token_budget_on_a_cpu_and_large_elsewhere(tiny_bundles):
+    vit, resnet = vision_tower(tiny_bundles["vit"].model), vision_tower(tiny_bundles["resnet"].model)
+    assert vit.tokens_per_image((64, 64)) == 17 and vit.tokens_per_image((224, 224)) == 197
+    assert vit.images_per_pass((64, 64), "cpu") == CPU_PASS_TOKENS // 17
+    assert vit.images_per_pass((224, 224), torch.device("cpu")) == CPU_PASS_TOKENS // 197
+    assert vit.images_per_pass((4096, 4096), "cpu") == 1
+    assert vit.images_per_pass((64, 64), "cuda") == ACCELERATOR_PASS_IMAGES
+    assert resnet.tokens_per_image((96, 96)) is None
+    assert resnet.images_per_pass((96, 96), "cpu") == CPU_PASS_IMAGES
+

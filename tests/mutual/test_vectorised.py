@@ -308,3 +308,23 @@ def test_prompt_batches_of_any_size(mutual_methods, tiny_bundles):
     finally:
         method.prompt_batch_size = saved
     torch.testing.assert_close(z_small, z, rtol=1e-5, atol=1e-6)
+
+
+def test_default_prompt_passes_are_equal_and_fit_the_towers_pass_size(mutual_methods, tiny_bundles, monkeypatch):
+    method = mutual_methods["vit"]
+    assert method.prompt_batch_size is None
+    images = images_for(tiny_bundles["vit"], n=3, seed=6)
+    concepts = method.visual_concepts(images)
+    tower, sizes = method.tower, []
+    encode = tower.encode
+
+    def recording(batch):
+        sizes.append(len(batch))
+        return encode(batch)
+
+    monkeypatch.setattr(tower, "images_per_pass", lambda image_hw, device: 5)
+    monkeypatch.setattr(tower, "encode", recording)
+    z, valid, _ = method.concept_embeddings(images, concepts)
+    n_prompts = 3 * int(valid.sum())
+    assert n_prompts > 5 and sum(sizes) == n_prompts
+    assert max(sizes) <= 5 and max(sizes) - min(sizes) <= 1
