@@ -20,11 +20,11 @@ vocabulary), 2 scenes, 1 image the original's way, one torch thread, the CPU:
     python benchmarks/bench_convis.py --out benchmarks/results_convis.md
 
 Other runs: ``--model ViT-B-16`` times that architecture with random weights (the same cost as trained ones;
-``--text-bank random`` skips encoding ~7,000 glosses, which does not change the sweep's cost), ``--device cuda`` a
-GPU, ``--original-windows N`` times only the first N windows of the original's loop and scales to 1,800 (marked
-"extrapolated"; the map check then needs the full loop and is skipped).
+``--text-bank random`` skips encoding ~7,000 glosses, which does not change the sweep's cost), ``--devices
+cpu,cuda`` adds a table for a GPU where there is one, ``--original-windows N`` times only the first N windows of the
+original's loop and scales to 1,800 (marked "extrapolated"; the map check then needs the full loop and is skipped).
 
-    python benchmarks/bench_convis.py [--model shapes] [--device cpu|cuda] [--images 2] [--original-images 1]
+    python benchmarks/bench_convis.py [--model shapes] [--devices cpu,cuda] [--images 2] [--original-images 1]
                                       [--original-windows 1800] [--text-bank encode|random] [--threads 1]
                                       [--out benchmarks/results_convis.md]
 """
@@ -36,7 +36,6 @@ import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -44,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
-from _timing import clock, sync
+from _tables import publish
+from _timing import clock, devices, sync
 
 from captum_clip import load_clip
 from captum_clip.convis import TextBank, WindowConfig, build_text_bank, default_vocabulary
@@ -116,8 +116,7 @@ def _rate(images: float, seconds: float) -> str:
     return f"{images / seconds:.3g} images/s ({seconds / images:.3g} s/image)"
 
 
-def run(args: argparse.Namespace) -> tuple[str, list[tuple[str, str, str]]]:
-    device = torch.device(args.device)
+def run(args: argparse.Namespace, device: torch.device) -> tuple[str, list[tuple[str, str, str]]]:
     bundle = load_clip(args.model, pretrained=args.pretrained, device=device)
     scene_model = args.model == "shapes"
     vocabulary = scene_vocabulary() if scene_model else default_vocabulary().extended(list(SHAPE_SYNSETS.values()))
@@ -219,7 +218,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes", help="shapes (shipped) or an open_clip model name / config")
     parser.add_argument("--pretrained", default=None, help="None: random weights for an open_clip name")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--devices", default="cpu", help="comma-separated, e.g. cpu,cuda (CUDA skipped where absent)")
     parser.add_argument("--images", type=int, default=2, help="images timed with our implementation")
     parser.add_argument("--original-images", type=int, default=1, help="images timed the original's way")
     parser.add_argument("--original-windows", type=int, default=1800,
@@ -228,7 +227,8 @@ def main() -> None:
     parser.add_argument("--text-bank", choices=("encode", "random"), default="encode",
                         help="random: unit-norm random rows instead of encoding the synset texts")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="windows per forward pass (default: ConVisAttribution's, 16 on a CPU, 256 on a GPU)")
+                        help="windows per forward pass (default: ConVisAttribution's, the tower's pass size for "
+                             "the device)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED_START)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for both ways (1: on a shared 2-core machine, 2 threads made the "
@@ -241,19 +241,17 @@ def main() -> None:
     if args.original_windows < 1:
         parser.error("--original-windows must be positive")
 
-    what, rows = run(args)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine()
-    header = (f"ConVis speed: {what}; {args.device} ({device}, torch threads: {torch.get_num_threads()}), "
-              f"torch {torch.__version__}, open_clip {open_clip.__version__}; {args.images} held-out scene(s) "
-              f"(first seed {args.seed}), {args.original_images} the original's way; reference window geometry "
-              "(sizes 128 and 64, stride 16, on the 224 px squared image).")
-    table = [header, "", "| measurement | setting | result |", "|---|---|---|"]
-    table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    text = "\n".join(table)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-        print(f"wrote {args.out}")
+    sections = []
+    for device, label in devices(args.devices):
+        what, rows = run(args, device)
+        name = label if device.type == "cuda" else platform.machine()
+        header = (f"ConVis speed: {what}; {device.type} ({name}, torch threads: {torch.get_num_threads()}), "
+                  f"torch {torch.__version__}, open_clip {open_clip.__version__}; {args.images} held-out scene(s) "
+                  f"(first seed {args.seed}), {args.original_images} the original's way; reference window geometry "
+                  "(sizes 128 and 64, stride 16, on the 224 px squared image).")
+        sections += [header, "", "| measurement | setting | result |", "|---|---|---|"]
+        sections += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+    publish("\n".join(sections), args.out)
 
 
 if __name__ == "__main__":

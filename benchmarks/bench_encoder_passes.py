@@ -28,8 +28,8 @@ from captum_clip.core.towers import CPU_PASS_TOKENS, vision_tower
 
 
 def pass_sizes(n_images: int, picked: int) -> list:
-    """Powers of two from ``n_images // 32`` up, ``n_images`` itself and the tower's pick, ascending."""
-    sizes = {n_images, min(picked, n_images)}
+    """Powers of two from ``n_images // 32`` up, ``n_images`` itself and ``picked`` (at most N), ascending."""
+    sizes = {n_images, picked}
     size = 1
     while size < n_images:
         sizes.add(size)
@@ -41,7 +41,7 @@ def measure(model_name: str, n_images: int, rounds: int, device: torch.device):
     bundle = load_clip(model_name, device=device)
     tower = vision_tower(bundle.model)
     height, width = tower.native_image_size
-    picked = tower.images_per_pass((height, width), device)
+    picked = min(tower.images_per_pass((height, width), device), n_images)  # a pass cannot hold more than N
     images = torch.randn(n_images, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
     sizes = pass_sizes(n_images, picked)
 

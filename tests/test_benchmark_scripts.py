@@ -1,0 +1,77 @@
+"""The benchmark scripts run end to end on the shipped model at toy sizes and write what the docs cite.
+
+They are timed by hand, not here: these runs check that each script still works with the package as it is, that
+the correctness columns they print hold (batched Mutual Knowledge equals its loop), and that ``--out`` writes the
+table with the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+BENCHMARKS = REPO / "benchmarks"
+
+
+def run_script(name: str, args: list, tmp_path) -> str:
+    out = tmp_path / f"{name}.md"
+    env = {**os.environ, "CAPTUM_CLIP_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args, "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    command = text.rstrip().splitlines()[-1].strip()
+    assert command == " ".join(["python", f"benchmarks/{name}.py", *args, "--out", str(out)])
+    return text
+
+
+def cell(text: str, row: str, column: int = -1) -> str:
+    """The stripped cell ``column`` of the table row whose first cell is ``row``."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == row:
+            return cells[column]
+    raise AssertionError(f"no row {row!r} in\n{text}")
+
+
+def number(text: str) -> float:
+    value = float(re.search(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", text).group(0))
+    assert math.isfinite(value) and value > 0, text
+    return value
+
+
+def test_encoder_passes_marks_the_towers_pick(tmp_path):
+    text = run_script("bench_encoder_passes", ["--models", "shapes", "--images", "8", "--rounds", "1"], tmp_path)
+    row = cell(text, "`shapes`", 3)
+    # The shipped model's pick (23 images on a CPU) is capped at the 8 images there are, and one pass of all N
+    # is the unit.
+    assert "**8: 1.00**" in row
+    assert [int(size) for size in re.findall(r"(\d+): ", row)] == [1, 2, 4, 8]
+
+
+def test_convis_reports_its_ratios(tmp_path, real_wordnet):
+    text = run_script("bench_convis", ["--images", "1", "--original-windows", "10", "--text-bank", "random",
+                                       "--concepts", "3"], tmp_path)
+    assert "730 windows, batch 23" in cell(text, "ours, 1 concept", 1)
+    for row in ("**ratio ours / (a)**", "ratio ours / (a')", "**speed-up (b) / ours, 1 concept**",
+                "speed-up, 3 concepts"):
+        number(cell(text, row))
+    assert "extrapolated from 10 windows" in cell(text, "(b) original's way, 1 concept", 1)
+
+
+def test_mutual_batch_equals_its_loop(tmp_path):
+    text = run_script("bench_mutual", ["--descriptors", "scenes", "--batch", "2", "--repeats", "1",
+                                       "--devices", "cpu", "--threads", "1", "--no-stages"], tmp_path)
+    assert cell(text, "2") == "yes", "the batched explain and the one-image loop disagree"
+    for column in (3, 5):
+        number(cell(text, "2", column))
+    # The batch's prompts go through the tower in equal passes of at most its CPU pass size (23 for 65 tokens).
+    passes = re.search(r"\((\d+) pass(?:es)? of (\d+)\)", cell(text, "batched `explain`", 2))
+    assert passes and int(passes.group(1)) >= 1 and 1 <= int(passes.group(2)) <= 23, text
