@@ -13,8 +13,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from .conftest import REPO
 
 BENCHMARKS = REPO / "benchmarks"
