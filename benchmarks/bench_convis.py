@@ -21,17 +21,20 @@ vocabulary), 2 scenes, 1 image the original's way, one torch thread, the CPU:
 
 Other runs: ``--model ViT-B-16`` times that architecture with random weights (the same cost as trained ones;
 ``--text-bank random`` skips encoding ~7,000 glosses, which does not change the sweep's cost), ``--devices
-cpu,cuda`` adds a table for a GPU where there is one, ``--original-windows N`` times only the first N windows of the
-original's loop and scales to 1,800 (marked "extrapolated"; the map check then needs the full loop and is skipped).
+cpu,cuda`` adds a table for a GPU where there is one, ``--precisions fp32,bf16`` one table per precision (autocast
+around every forward pass, the anchor's and the original's way's included), ``--original-windows N`` times only
+the first N windows of the original's loop and scales to 1,800 (marked "extrapolated"; the map check then needs
+the full loop and is skipped).
 
-    python benchmarks/bench_convis.py [--model shapes] [--devices cpu,cuda] [--images 2] [--original-images 1]
-                                      [--original-windows 1800] [--text-bank encode|random] [--threads 1]
-                                      [--out benchmarks/results_convis.md]
+    python benchmarks/bench_convis.py [--model shapes] [--devices cpu,cuda] [--precisions fp32] [--images 2]
+                                      [--original-images 1] [--original-windows 1800] [--text-bank encode|random]
+                                      [--threads 1] [--out benchmarks/results_convis.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import tempfile
@@ -53,6 +56,7 @@ from captum_clip.convis.bundle_adapters import bundle_text_encoder
 from captum_clip.convis.frames import normalised_to_uint8
 from captum_clip.shipped.presets import SCENE_TEXT_SOURCE, SHAPE_SYNSETS, scene_vocabulary
 from captum_clip.convis.windows import _padding, square_image, window_grid
+from captum_clip.core.precision import autocast
 from captum_clip.shipped import generate_scene, to_tensor
 from captum_clip.shipped.zero_shot import HELD_OUT_SEED_START
 
@@ -86,7 +90,7 @@ def original_way_one_concept(bundle, text_embeddings: np.ndarray, subtree: list[
                 masked = canvas.copy()
                 masked.paste(black, (0, 0), mask)
                 crop = masked.crop((x, y, min(x + b, size) - 1, min(y + b, size) - 1))
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast(device, bundle.precision):
                     embedding = bundle.model.encode_image(bundle.preprocess(crop)[None].to(device))
                 v = F.normalize(embedding.float(), dim=-1)[0].cpu().numpy()
                 z = text_embeddings @ v
@@ -116,8 +120,9 @@ def _rate(images: float, seconds: float) -> str:
     return f"{images / seconds:.3g} images/s ({seconds / images:.3g} s/image)"
 
 
-def run(args: argparse.Namespace, device: torch.device) -> tuple[str, list[tuple[str, str, str]]]:
-    bundle = load_clip(args.model, pretrained=args.pretrained, device=device)
+def run(args: argparse.Namespace, device: torch.device, precision: str = "fp32"
+        ) -> tuple[str, list[tuple[str, str, str]]]:
+    bundle = load_clip(args.model, pretrained=args.pretrained, device=device, precision=precision)
     scene_model = args.model == "shapes"
     vocabulary = scene_vocabulary() if scene_model else default_vocabulary().extended(list(SHAPE_SYNSETS.values()))
     text_source = SCENE_TEXT_SOURCE if scene_model else "definition"
@@ -149,11 +154,11 @@ def run(args: argparse.Namespace, device: torch.device) -> tuple[str, list[tuple
         batch = torch.randn(windows, 3, *bundle.input_size, generator=generator).to(device, bundle.dtype)
 
         def one_pass():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, precision):
                 return bundle.model.encode_image(batch)
 
         def same_batches():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, precision):
                 for start in range(0, windows, method.batch_size):
                     bundle.model.encode_image(batch[start : start + method.batch_size])
 
@@ -219,6 +224,7 @@ def main() -> None:
     parser.add_argument("--model", default="shapes", help="shapes (shipped) or an open_clip model name / config")
     parser.add_argument("--pretrained", default=None, help="None: random weights for an open_clip name")
     parser.add_argument("--devices", default="cpu", help="comma-separated, e.g. cpu,cuda (CUDA skipped where absent)")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (one table each)")
     parser.add_argument("--images", type=int, default=2, help="images timed with our implementation")
     parser.add_argument("--original-images", type=int, default=1, help="images timed the original's way")
     parser.add_argument("--original-windows", type=int, default=1800,
@@ -242,13 +248,13 @@ def main() -> None:
         parser.error("--original-windows must be positive")
 
     sections = []
-    for device, label in devices(args.devices):
-        what, rows = run(args, device)
+    for (device, label), precision in itertools.product(devices(args.devices), args.precisions.split(",")):
+        what, rows = run(args, device, precision)
         name = label if device.type == "cuda" else platform.machine()
         header = (f"ConVis speed: {what}; {device.type} ({name}, torch threads: {torch.get_num_threads()}), "
-                  f"torch {torch.__version__}, open_clip {open_clip.__version__}; {args.images} held-out scene(s) "
-                  f"(first seed {args.seed}), {args.original_images} the original's way; reference window geometry "
-                  "(sizes 128 and 64, stride 16, on the 224 px squared image).")
+                  f"{precision}, torch {torch.__version__}, open_clip {open_clip.__version__}; {args.images} held-out "
+                  f"scene(s) (first seed {args.seed}), {args.original_images} the original's way; reference window "
+                  "geometry (sizes 128 and 64, stride 16, on the 224 px squared image).")
         sections += [header, "", "| measurement | setting | result |", "|---|---|---|"]
         sections += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
     publish("\n".join(sections), args.out)

@@ -18,17 +18,20 @@ intersection and the Sinkhorn problem have the paper's sizes).
 
     python benchmarks/bench_mutual.py [--model shapes] [--pretrained FILE]
         [--descriptors wordnet-imagenet|scenes|FILE.json]
-        [--batch 8] [--repeats 3] [--devices cpu,cuda] [--threads N or 1,2] [--metrics 36] [--no-stages]
+        [--batch 8 or 8,32] [--repeats 3] [--devices cpu,cuda] [--precisions fp32,bf16] [--threads N or 1,2]
+        [--metrics 36] [--no-stages]
         [--out benchmarks/results_mutual.md]
 
 ``--metrics N`` also reports the paper's concept metrics (Deletion, Insertion, AccDrop, AccInc) on N
-single-object scenes (concepts fitted per scene), in importance order and in reversed order.
+single-object scenes (concepts fitted per scene), in importance order and in reversed order. ``--precisions``
+gives one set of tables per precision (autocast around every forward pass, the encoder-only timings included).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import functools
 import os
 import platform
@@ -41,12 +44,12 @@ from _tables import publish
 from _timing import clock, devices, median_clock
 
 from captum_clip import ZeroShotClassifier, load_clip
+from captum_clip.core.precision import autocast
 from captum_clip.shipped import generate_scene, single_object_classnames, to_tensor
 from captum_clip.shipped.zero_shot import ZERO_SHOT_TEMPLATES
 from captum_clip.mutual import MutualConceptAttribution, load_descriptor_bank, wordnet_descriptor_bank
 from captum_clip.evaluation.concept_metrics import concept_perturbation_curves, trapezoid_auc
 from captum_clip.mutual.matching import match_descriptors
-from captum_clip.mutual.prompts import denormalize_to_uint8, fit_concept_ellipses, render_visual_prompts
 from captum_clip.mutual.results import ranked_concept_masks
 from captum_clip.shipped.presets import scene_descriptor_bank
 
@@ -121,7 +124,7 @@ def throughput(method, images, repeats: int, device: torch.device):
         "vanilla": lambda: method.tower.encode(images),
     }
     times = {key: [] for key in runs}
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, method.bundle.precision):
         for _ in range(repeats):
             for key, run in runs.items():
                 times[key].append(clock(run, device))
@@ -177,15 +180,16 @@ def blas_threads(method, images, repeats: int, device: torch.device):
 
 
 def stage_times(method, images, repeats: int, device: torch.device):
-    """The vectorised steps on the batch: prompt drawing (torch vs OpenCV loop) and matching (stop vs 1000)."""
+    """The vectorised steps on the batch: prompt drawing as ``explain`` does it (tensor ops on the images' device,
+    every prompt composed) against the reference's ``cv2`` loop, and matching (stop vs 1000)."""
     concepts = method.visual_concepts(images)
-    mean, std = method.mean_std
-    ellipses = fit_concept_ellipses(concepts.masks)
-    base = denormalize_to_uint8(images, mean, std)
-    n_pairs = int(torch.isfinite(torch.from_numpy(ellipses)).all(-1).sum())
-    draw = {r: median_clock(lambda r=r: render_visual_prompts(base, ellipses, method.thickness, method.blur_ksize,
-                                                              renderer=r), device, repeats)
-            for r in ("torch", "opencv")}
+    ellipses, valid = method._prompt_ellipses(concepts)
+    rows, cols = torch.nonzero(valid.to(images.device), as_tuple=True)
+    n_pairs = len(rows)
+    runs = {"torch": lambda: method._draw_prompts(images, ellipses, rows, cols, "torch")[:],
+            "opencv": lambda: method._draw_prompts(images, ellipses, rows, cols, "opencv")}
+    same_pixels = torch.equal(runs["torch"]().cpu(), torch.from_numpy(runs["opencv"]()))
+    draw = {r: median_clock(run, device, repeats) for r, run in runs.items()}
     z, valid, _ = method.concept_embeddings(images, concepts)
     bank = method.bank_embeddings.to(images.device)
     scores, relevance = z @ bank.prompted.T, concepts.image_embeddings.to(images.device) @ bank.bare.T
@@ -199,7 +203,7 @@ def stage_times(method, images, repeats: int, device: torch.device):
     agree = torch.equal(fast.selected, slow.selected) and torch.equal(fast.dv_ids, slow.dv_ids)
     matching = {tol: median_clock(lambda tol=tol: match(tol), device, repeats) for tol in (1e-12, None)}
     iters = fast.sinkhorn_iters.tolist()
-    return n_pairs, draw, matching, iters, agree
+    return n_pairs, draw, same_pixels, matching, iters, agree
 
 
 def concept_metrics(method, classifier, n_images: int, device):
@@ -233,9 +237,10 @@ def main() -> None:
     parser.add_argument("--model", default="shapes", help="'shapes', an open_clip name or a config JSON")
     parser.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: none / shipped)")
     parser.add_argument("--descriptors", default="wordnet-imagenet")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", default="8", help="images per batch, or a comma-separated list of sizes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--devices", default="cpu,cuda")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (tables for each)")
     parser.add_argument("--metrics", type=int, default=0, help="also report concept metrics on this many scenes")
     parser.add_argument("--no-stages", action="store_true", help="skip the table of the vectorised steps")
     parser.add_argument("--threads", default=None,
@@ -244,6 +249,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the markdown tables here")
     args = parser.parse_args()
     thread_counts = [int(n) for n in args.threads.split(",")] if args.threads else [None]
+    batches = [int(n) for n in args.batch.split(",")]
 
     bank = descriptor_bank(args.descriptors)
     machine = platform.processor() or platform.machine()
@@ -253,17 +259,17 @@ def main() -> None:
              f"{os.cpu_count()} CPUs{load}; model `{args.model}`, bank `{args.descriptors}` "
              f"(D = {len(bank)}), paper hyper-parameters (L = 5, k = 500, at most 1000 Sinkhorn iterations, "
              "u = 50)", ""]
-    for device, device_label in devices(args.devices):
-        bundle = load_clip(args.model, pretrained=args.pretrained, device=device)
+    for (device, device_label), precision in itertools.product(devices(args.devices), args.precisions.split(",")):
+        bundle = load_clip(args.model, pretrained=args.pretrained, device=device, precision=precision)
         classifier = ZeroShotClassifier(bundle, single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
         method = MutualConceptAttribution(classifier, bank)
-        images = scenes(bundle, range(args.batch), n_objects=2)[0].to(device)
-        b = args.batch
-        for threads in (thread_counts if device.type == "cpu" else [None]):
+        for b, threads in itertools.product(batches, thread_counts if device.type == "cpu" else [None]):
+            images = scenes(bundle, range(b), n_objects=2)[0].to(device)
             if threads:
                 torch.set_num_threads(threads)
             n = torch.get_num_threads()
-            label = f"{device_label}, {n} torch thread{'s' * (n > 1)}" if device.type == "cpu" else device_label
+            label = (f"{device_label}, {n} torch thread{'s' * (n > 1)}" if device.type == "cpu" else device_label) \
+                + f", {precision}"
             seconds, ratios, agree, passes = throughput(method, images, args.repeats, device)
             n_prompts = sum(passes)
             in_passes = (f"one pass of {n_prompts}" if len(passes) == 1 else
@@ -300,12 +306,13 @@ def main() -> None:
                           f"a method runs) and {default:.3f} s with numpy's default BLAS threads "
                           f"({slower:.2f}x; median per-pair ratio).", ""]
         if not args.no_stages:
-            n_pairs, draw, matching, iters, same_picks = stage_times(method, images, args.repeats, device)
+            n_pairs, draw, same_pixels, matching, iters, same_picks = stage_times(method, images, args.repeats,
+                                                                                  device)
             lines += [f"### vectorised steps on the {b} images, {label}", "",
                       "| step | vectorised | reference way | ratio | notes |", "|---|---:|---:|---:|---|",
                       f"| visual prompts of {n_pairs} concepts (x3) | {draw['torch'] * 1e3:.1f} ms (tensor) | "
                       f"{draw['opencv'] * 1e3:.1f} ms (cv2 loop) | {draw['opencv'] / draw['torch']:.2f}x | "
-                      "identical pixels |",
+                      f"identical pixels: {'yes' if same_pixels else 'NO'} |",
                       f"| descriptor matching (Sinkhorn) | {matching[1e-12] * 1e3:.1f} ms (stop at 1e-12) | "
                       f"{matching[None] * 1e3:.1f} ms (1000 iterations) | {matching[None] / matching[1e-12]:.2f}x | "
                       f"iterations used {min(iters)}-{max(iters)}; same picks: {'yes' if same_picks else 'NO'} |",

@@ -3,27 +3,34 @@
 ViT-B-16 with random weights (no download needed), 224 px, B=8 images, K=80 classes.
 Text embeddings are computed once when the classifier is built and are not timed.
 
-    python benchmarks/bench_surgery.py [--repeats 3] [--devices cpu,cuda] [--out benchmarks/results_surgery.md]
+    python benchmarks/bench_surgery.py [--repeats 3] [--devices cpu,cuda] [--precisions fp32,bf16] [--batch 8]
+        [--out benchmarks/results_surgery.md]
+
+Each precision is the bundle's (autocast around every forward pass, weights in fp32); the vanilla anchor runs
+under the same autocast, so a ratio compares like with like. The throughput column is the inverse of the ratio:
+the method's images per second as a fraction of vanilla ``encode_image``'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-from pathlib import Path
 
 import open_clip
 import torch
 
+from _tables import publish
 from _timing import devices, paired
 
 from captum_clip import CLIPGradCAM, CLIPIntegratedGradients, ClipBundle, RawCLIPSimilarity, SurgeryCAM, ZeroShotClassifier
+from captum_clip.core.precision import autocast
 
 
-def run(device: torch.device, repeats: int, batch: int, classes: int) -> list:
+def run(device: torch.device, repeats: int, batch: int, classes: int, precision: str = "fp32") -> list:
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-16").eval().to(device)
-    bundle = ClipBundle(model=model, preprocess=None, tokenizer=open_clip.get_tokenizer("ViT-B-16"), name="ViT-B-16")
+    bundle = ClipBundle(model=model, preprocess=None, tokenizer=open_clip.get_tokenizer("ViT-B-16"), name="ViT-B-16",
+                        precision=precision)
     # One template keeps the untimed set-up short on CPU; the timed work does not depend on it.
     classifier = ZeroShotClassifier(bundle, [f"class {i}" for i in range(classes)], templates=["a photo of a {}."])
     images = torch.randn(batch, 3, 224, 224, device=device)
@@ -31,7 +38,7 @@ def run(device: torch.device, repeats: int, batch: int, classes: int) -> list:
         CLIPIntegratedGradients(classifier)
 
     def vanilla():
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             model.encode_image(images)
 
     rows = [
@@ -64,20 +71,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--classes", type=int, default=80)
     parser.add_argument("--devices", default="cpu,cuda")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (one table each)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args()
 
     lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads", ""]
     for device, label in devices(args.devices):
-        lines += [f"### {label}", "", "| method | setting | seconds | × vanilla forward (median of paired runs) |", "|---|---|---:|---:|"]
-        for method, setting, seconds, ratio in run(device, args.repeats, args.batch, args.classes):
-            lines.append(f"| {method} | {setting} | {seconds:.3f} | {ratio:.2f} |")
-        lines.append("")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table + "\n")
+        for precision in args.precisions.split(","):
+            lines += [f"### {label}, {precision}", "", "| method | setting | seconds | × vanilla forward (median of "
+                      "paired runs) | throughput, × vanilla |", "|---|---|---:|---:|---:|"]
+            for method, setting, seconds, ratio in run(device, args.repeats, args.batch, args.classes, precision):
+                lines.append(f"| {method} | {setting} | {seconds:.4f} | {ratio:.2f} | {1 / ratio:.2f} |")
+            lines.append("")
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

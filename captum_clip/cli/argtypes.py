@@ -27,14 +27,12 @@ positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
 
 
-def add_device_arguments(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    """``--device`` (auto: CUDA where present) and, with ``precision``, ``--precision`` of a command that runs a
-    model."""
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (auto: CUDA where present) and ``--precision`` of a command that runs a model."""
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA where present, else CPU; default), cpu, cuda, cuda:1, ...")
-    if precision:
-        parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                            help="autocast precision of the forward passes (weights stay fp32)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="autocast precision of the forward passes (weights stay fp32)")
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -28,7 +28,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes", help="open_clip model name or config JSON (default: shapes, the shipped scene model)")
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag or checkpoint file (default: none; the shipped model needs none)")
-    add_device_arguments(parser, precision=False)
+    add_device_arguments(parser)
     parser.add_argument("--text-source", choices=("definition", "lemmas"), default=None,
                         help="synset texts: glosses (the paper) or lemma names; default: lemmas on the shipped "
                              "scene model, definitions otherwise")
@@ -57,7 +57,8 @@ def _load(args: argparse.Namespace):
     from ..convis.vocabulary import ConceptVocabulary, default_vocabulary, read_word_list
 
     try:
-        bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device)
+        bundle = load_clip(args.model, pretrained=args.pretrained, device=args.device,
+                           precision=args.precision)
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error))
     scene_model = args.model == "shapes"

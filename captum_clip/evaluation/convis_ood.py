@@ -27,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 
 from ..core.classifier import ZeroShotClassifier
 from ..core.loading import ClipBundle
+from ..core.precision import autocast
 from ..convis.bundle_adapters import bundle_text_encoder
 from ..convis.vocabulary import ConceptVocabulary
 
@@ -96,7 +97,8 @@ def encode_images(bundle: ClipBundle, images: Iterable[torch.Tensor], batch_size
     def flush() -> None:
         if pending:
             batch = torch.cat(pending).to(bundle.device, bundle.dtype)
-            rows.append(F.normalize(bundle.model.encode_image(batch).float(), dim=-1).cpu())
+            with autocast(bundle.device, bundle.precision):
+                rows.append(F.normalize(bundle.model.encode_image(batch).float(), dim=-1).cpu())
             pending.clear()
 
     count = 0

@@ -268,28 +268,39 @@ class MutualConceptAttribution(ClipAttribution):
         if renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {RENDERERS}; got {renderer!r}.")
         b, n_slots = concepts.part_ids.shape
-        ellipses = fit_concept_ellipses(concepts.masks)
-        slot = torch.arange(n_slots, device=concepts.n_concepts.device)[None, :]
-        valid = torch.from_numpy(np.isfinite(ellipses).all(axis=-1)).to(concepts.n_concepts.device)
-        valid = valid & (slot < concepts.n_concepts[:, None])
-        mean, std = self.mean_std
-        h, w = images.shape[-2:]
+        ellipses, valid = self._prompt_ellipses(concepts)
         rows, cols = torch.nonzero(valid.to(images.device), as_tuple=True)
-        # The reference draws on the uint8 image re-derived from the normalised tensor (truncating).
-        if renderer == "torch":
-            base = denormalize_to_uint8(images, mean, std, as_tensor=True)
-            masks = ellipse_masks(torch.from_numpy(ellipses).to(images.device)[rows, cols], (h, w), self.thickness)
-            prompts = VisualPromptStack(prompt_layers(base, self.blur_ksize), rows, masks)
-        else:
-            drawn = render_visual_prompts(denormalize_to_uint8(images, mean, std), ellipses,
-                                          thickness=self.thickness, blur_ksize=self.blur_ksize, renderer="opencv")
-            r, c = rows.cpu().numpy(), cols.cpu().numpy()
-            prompts = np.stack([drawn.red[r, c], drawn.gray[r, c], drawn.blur[r, c]], axis=1).reshape(-1, h, w, 3)
-        embedded = self._encode_prompts(prompts, images.device)
+        embedded = self._encode_prompts(self._draw_prompts(images, ellipses, rows, cols, renderer), images.device)
         z = torch.zeros(b, n_slots, embedded.shape[-1], device=images.device)
         if len(rows):
             z[rows, cols] = concept_embedding(embedded.view(len(rows), 3, -1))
         return z, valid.to(images.device), ellipses
+
+    @staticmethod
+    def _prompt_ellipses(concepts: VisualConcepts) -> Tuple[np.ndarray, Tensor]:
+        """``(ellipses, valid)``: each slot's fitted ellipse (B, L, 5), NaN where none, and (B, L) whether the
+        slot holds a concept with a non-empty mask."""
+        n_slots = concepts.part_ids.shape[1]
+        ellipses = fit_concept_ellipses(concepts.masks)
+        slot = torch.arange(n_slots, device=concepts.n_concepts.device)[None, :]
+        valid = torch.from_numpy(np.isfinite(ellipses).all(axis=-1)).to(concepts.n_concepts.device)
+        return ellipses, valid & (slot < concepts.n_concepts[:, None])
+
+    def _draw_prompts(self, images: Tensor, ellipses: np.ndarray, rows: Tensor, cols: Tensor, renderer: str):
+        """The three prompts [red, gray, blur] of each pair (image ``rows[i]``, concept ``cols[i]``): a lazy
+        :class:`~.prompts.VisualPromptStack` on the images' device (``"torch"``) or a ``(3n, H, W, 3)`` uint8
+        array (``"opencv"``), with the same pixels."""
+        mean, std = self.mean_std
+        h, w = images.shape[-2:]
+        # The reference draws on the uint8 image re-derived from the normalised tensor (truncating).
+        if renderer == "torch":
+            base = denormalize_to_uint8(images, mean, std, as_tensor=True)
+            masks = ellipse_masks(torch.from_numpy(ellipses).to(images.device)[rows, cols], (h, w), self.thickness)
+            return VisualPromptStack(prompt_layers(base, self.blur_ksize), rows, masks)
+        drawn = render_visual_prompts(denormalize_to_uint8(images, mean, std), ellipses,
+                                      thickness=self.thickness, blur_ksize=self.blur_ksize, renderer="opencv")
+        r, c = rows.cpu().numpy(), cols.cpu().numpy()
+        return np.stack([drawn.red[r, c], drawn.gray[r, c], drawn.blur[r, c]], axis=1).reshape(-1, h, w, 3)
 
     # ------------------------------------------------------------------------------------- stages (c, d)
     def _class_embeddings(self, images: Tensor, embeddings: Tensor, target: Union[TargetLike, ResolvedTargets]

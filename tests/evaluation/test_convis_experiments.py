@@ -24,7 +24,8 @@ from captum_clip.evaluation.convis_experiments import (
     scene_localisation,
     scene_ood,
 )
-from captum_clip.evaluation.convis_ood import descends_from, ood_auroc, ood_texts, run_ood_experiment
+from captum_clip.evaluation.convis_ood import (descends_from, encode_images, ood_auroc, ood_texts,
+                                               run_ood_experiment)
 from captum_clip.shipped.presets import COLOR_SYNSETS, SHAPE_SYNSETS, scene_class_synset
 from captum_clip.convis.vocabulary import ConceptVocabulary
 from captum_clip.convis.windows import WindowConfig
@@ -134,6 +135,19 @@ def test_folder_ood_reads_wnid_and_synset_folders(tmp_path, tiny_bundles, shapes
     assert (result.n_id, result.n_ood) == (4, 2) and "mls_linear_probe" in result.auroc
 
 
+def test_ood_embeddings_are_encoded_in_the_bundles_precision(tiny_bundles):
+    import dataclasses
+
+    fp32 = tiny_bundles["vit"]
+    bf16 = dataclasses.replace(fp32, precision="bf16")
+    images = torch.randn(3, 3, *fp32.input_size, generator=torch.Generator().manual_seed(0))
+    plain, reduced = encode_images(fp32, [images]), encode_images(bf16, [images])
+    assert reduced.dtype == torch.float32 and torch.isfinite(reduced).all()
+    assert not torch.equal(plain, reduced)  # autocast ran
+    assert (plain - reduced).abs().max() < 0.05  # unit-norm rows: bf16's rounding, not another function
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+
+
 def test_pointing_and_prior():
     saliency = np.zeros((4, 4))
     saliency[0, :2] = 1.0  # a plateau of two pixels, one on the object
@@ -219,7 +233,8 @@ def test_cli_subcommands(tiny_checkpoint, tmp_path, capsys, monkeypatch, cache_d
 
     image = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
-    main(["convis-top", str(image), "--k", "3", "--stride", "64", "--under", "entity.n.01", *_cli(tiny_checkpoint)])
+    main(["convis-top", str(image), "--k", "3", "--stride", "64", "--under", "entity.n.01", "--precision", "bf16",
+          *_cli(tiny_checkpoint)])
     assert "| concept | mass | best rank |" in capsys.readouterr().out
 
     with pytest.raises(SystemExit, match="--boxes FILE and --concept"):
