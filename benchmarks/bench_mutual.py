@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import functools
+import itertools
 import os
 import platform
 import statistics
@@ -237,7 +237,8 @@ def main() -> None:
     parser.add_argument("--model", default="shapes", help="'shapes', an open_clip name or a config JSON")
     parser.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: none / shipped)")
     parser.add_argument("--descriptors", default="wordnet-imagenet")
-    parser.add_argument("--batch", default="8", help="images per batch, or a comma-separated list of sizes")
+    parser.add_argument("--batch", default="8", help="images per batch, or a comma-separated list of sizes (the "
+                        "stage table and --metrics use the last)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--devices", default="cpu,cuda")
     parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (tables for each)")

@@ -33,8 +33,13 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CAPTUM_CLIP_CACHE_DIR=/tmp/captum-clip-cache
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
     --format=csv >> "$LOG" 2>&1
-"$PYTHON" -c "import torch, numpy, open_clip, captum; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
-'numpy', numpy.__version__, 'open_clip', open_clip.__version__, 'captum', captum.__version__)" >> "$LOG" 2>&1
+# The versions, and the TF32 switches that decide what "fp32" means on the GPU.
+"$PYTHON" - >> "$LOG" 2>&1 <<'EOF'
+import captum, numpy, open_clip, torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "numpy", numpy.__version__,
+      "open_clip", open_clip.__version__, "captum", captum.__version__,
+      "tf32: matmul", torch.backends.cuda.matmul.allow_tf32, "cudnn", torch.backends.cudnn.allow_tf32)
+EOF
 
 step() {  # step NAME SECONDS COMMAND...: run it under a limit, log it, copy its table to $OUT
     local name=$1 limit=$2 start=$SECONDS

@@ -2,6 +2,8 @@
 
 Every bank of text embeddings (classifier prompts, ConVis synset texts, Mutual descriptors) is encoded here and
 cached under :func:`text_tower_fingerprint`, so two banks of the same strings under the same text tower agree.
+Texts are always encoded in fp32, also inside a method running under a reduced precision: the fingerprint does
+not name a precision, so a bank must not depend on which precision happened to encode it first.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def encode_texts(model: nn.Module, tokenizer: Callable[[Sequence[str]], Tensor], texts: Sequence[str], *,
                  chunk_size: int = TEXT_CHUNK, stage: str = "the text tower's embeddings",
                  normalize: bool = True, progress: Optional[bool] = None, desc: str = "encoding texts") -> Tensor:
-    """Text embeddings ``(len(texts), E)`` float32 on the model's device, ``chunk_size`` texts per call.
+    """Text embeddings ``(len(texts), E)`` float32 on the model's device, ``chunk_size`` texts per call, in fp32
+    whatever autocast the caller runs under.
 
     Args:
         model: an open_clip model (its ``encode_text`` is called without gradients).
@@ -51,7 +54,8 @@ def encode_texts(model: nn.Module, tokenizer: Callable[[Sequence[str]], Tensor],
     texts = list(texts)
     device = model_device(model)
     rows = []
-    with progress_bar(progress, total=len(texts), desc=desc, unit="text") as bar:
+    with progress_bar(progress, total=len(texts), desc=desc, unit="text") as bar, \
+            torch.autocast(device.type, enabled=False):
         for start in range(0, len(texts), chunk_size):
             tokens = tokenizer(texts[start:start + chunk_size]).to(device)
             rows.append(require_finite(model.encode_text(tokens).float(), stage))

@@ -286,7 +286,8 @@ class MutualConceptAttribution(ClipAttribution):
         valid = torch.from_numpy(np.isfinite(ellipses).all(axis=-1)).to(concepts.n_concepts.device)
         return ellipses, valid & (slot < concepts.n_concepts[:, None])
 
-    def _draw_prompts(self, images: Tensor, ellipses: np.ndarray, rows: Tensor, cols: Tensor, renderer: str):
+    def _draw_prompts(self, images: Tensor, ellipses: np.ndarray, rows: Tensor, cols: Tensor, renderer: str
+                      ) -> Union[VisualPromptStack, np.ndarray]:
         """The three prompts [red, gray, blur] of each pair (image ``rows[i]``, concept ``cols[i]``): a lazy
         :class:`~.prompts.VisualPromptStack` on the images' device (``"torch"``) or a ``(3n, H, W, 3)`` uint8
         array (``"opencv"``), with the same pixels."""

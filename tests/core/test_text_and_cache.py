@@ -74,6 +74,20 @@ def test_encode_texts_is_chunked_unit_norm_and_checked(tiny_bundles):
         encode_texts(broken, bundle.tokenizer, TEXTS, stage="the bank went")
 
 
+def test_texts_are_encoded_in_fp32_under_any_autocast(tiny_bundles):
+    """The text caches are keyed by the text tower, not by a precision: a bank encoded inside a bf16 method must
+    equal the fp32 one, or whichever precision encoded it first would decide what every later run reads."""
+    bundle = tiny_bundles["vit"]
+    texts = ["a red star", "a blue ring", "a dog"]
+    plain = encode_texts(bundle.model, bundle.tokenizer, texts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = encode_texts(bundle.model, bundle.tokenizer, texts)
+        assert torch.is_autocast_enabled("cpu")  # the caller's autocast is back after the call
+        reduced = bundle.model.encode_text(bundle.tokenizer(texts)).float()
+    assert torch.equal(inside, plain)
+    assert not torch.allclose(F.normalize(reduced, dim=-1), plain, atol=1e-6)  # bf16 would have changed them
+
+
 def test_long_text_encoding_shows_a_bar_with_an_eta(tiny_bundles, capsys, monkeypatch):
     from captum_clip.core import progress
 

@@ -233,9 +233,14 @@ def test_cli_subcommands(tiny_checkpoint, tmp_path, capsys, monkeypatch, cache_d
 
     image = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
+    import captum_clip.core.loading as loading
+
+    loaded, load_clip = [], loading.load_clip
+    monkeypatch.setattr(loading, "load_clip", lambda *a, **k: loaded.append(load_clip(*a, **k)) or loaded[-1])
     main(["convis-top", str(image), "--k", "3", "--stride", "64", "--under", "entity.n.01", "--precision", "bf16",
           *_cli(tiny_checkpoint)])
     assert "| concept | mass | best rank |" in capsys.readouterr().out
+    assert [bundle.precision for bundle in loaded] == ["bf16"]
 
     with pytest.raises(SystemExit, match="--boxes FILE and --concept"):
         main(["convis-wsol", "--images", str(tmp_path), *_cli(tiny_checkpoint)])
