@@ -69,8 +69,10 @@ def test_convis_reports_its_ratios(tmp_path, real_wordnet):
 
 def test_mutual_batch_equals_its_loop(tmp_path):
     text = run_script("bench_mutual", ["--descriptors", "scenes", "--batch", "2", "--repeats", "1",
-                                       "--devices", "cpu", "--threads", "1"], tmp_path)
-    assert cell(text, "2") == "yes", "the batched explain and the one-image loop disagree"
+                                       "--devices", "cpu", "--threads", "1", "--precisions", "fp32,bf16"], tmp_path)
+    assert cell(text, "2") == "yes", "the batched explain and the one-image loop disagree"  # the fp32 table
+    assert [line for line in text.splitlines() if line.startswith("### explain throughput")] == [
+        "### explain throughput, CPU, 1 torch thread, fp32", "### explain throughput, CPU, 1 torch thread, bf16"]
     # The stage table: explain's own prompt drawing gives the reference's pixels, and Sinkhorn stopped on
     # convergence picks what 1000 iterations pick.
     prompts = next(line for line in text.splitlines() if line.startswith("| visual prompts of"))
