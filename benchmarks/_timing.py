@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import torch
+
+from captum_clip.core.precision import check_precision
 
 
 def devices(spec: str) -> Iterator[Tuple[torch.device, str]]:
@@ -16,6 +19,18 @@ def devices(spec: str) -> Iterator[Tuple[torch.device, str]]:
             continue
         device = torch.device(name)
         yield device, torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
+def precisions(spec: str) -> List[str]:
+    """The precisions of a comma-separated ``spec`` ("fp32,bf16"), all checked before anything runs (a typo
+    should not surface after the first precision's tables have taken minutes)."""
+    return [check_precision(name) for name in spec.split(",")]
+
+
+def device_precisions(devices_spec: str, precisions_spec: str) -> Iterator[Tuple[torch.device, str, str]]:
+    """``(device, label, precision)`` for every device of :func:`devices` and precision of :func:`precisions`."""
+    for (device, label), precision in itertools.product(devices(devices_spec), precisions(precisions_spec)):
+        yield device, label, precision
 
 
 def sync(device: torch.device) -> None:

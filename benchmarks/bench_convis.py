@@ -34,7 +34,6 @@ the full loop and is skipped).
 from __future__ import annotations
 
 import argparse
-import itertools
 import platform
 import statistics
 import tempfile
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
 from _tables import publish
-from _timing import clock, devices, sync
+from _timing import clock, device_precisions, sync
 
 from captum_clip import load_clip
 from captum_clip.convis import TextBank, WindowConfig, build_text_bank, default_vocabulary
@@ -248,7 +247,7 @@ def main() -> None:
         parser.error("--original-windows must be positive")
 
     sections = []
-    for (device, label), precision in itertools.product(devices(args.devices), args.precisions.split(",")):
+    for device, label, precision in device_precisions(args.devices, args.precisions):
         what, rows = run(args, device, precision)
         name = label if device.type == "cuda" else platform.machine()
         header = (f"ConVis speed: {what}; {device.type} ({name}, torch threads: {torch.get_num_threads()}), "

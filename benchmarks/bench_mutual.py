@@ -41,7 +41,7 @@ import open_clip
 import torch
 
 from _tables import publish
-from _timing import clock, devices, median_clock
+from _timing import clock, device_precisions, median_clock
 
 from captum_clip import ZeroShotClassifier, load_clip
 from captum_clip.core.precision import autocast
@@ -260,7 +260,7 @@ def main() -> None:
              f"{os.cpu_count()} CPUs{load}; model `{args.model}`, bank `{args.descriptors}` "
              f"(D = {len(bank)}), paper hyper-parameters (L = 5, k = 500, at most 1000 Sinkhorn iterations, "
              "u = 50)", ""]
-    for (device, device_label), precision in itertools.product(devices(args.devices), args.precisions.split(",")):
+    for device, device_label, precision in device_precisions(args.devices, args.precisions):
         bundle = load_clip(args.model, pretrained=args.pretrained, device=device, precision=precision)
         classifier = ZeroShotClassifier(bundle, single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
         method = MutualConceptAttribution(classifier, bank)

@@ -26,7 +26,7 @@ import open_clip
 import torch
 
 from _tables import publish
-from _timing import devices
+from _timing import devices, precisions as parse_precisions
 
 from captum_clip import METHODS, ZeroShotClassifier, build_method, load_clip
 from captum_clip.shipped import generate_scene, single_object_classnames, to_tensor
@@ -59,15 +59,15 @@ def run(device: torch.device, precisions, n: int) -> list:
     fp32 = load_clip("shapes", device=device)
     images, objects, masks = scenes(fp32, n)
     images = images.to(device)
+    classifiers = {precision: ZeroShotClassifier(dataclasses.replace(fp32, precision=precision),
+                                                 single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
+                   for precision in ("fp32", *precisions)}
+    target = [classifiers["fp32"].class_index(o) for o in objects]
     rows = []
     for name in sorted(METHODS):
         maps = {}
-        for precision in ("fp32", *precisions):
-            bundle = dataclasses.replace(fp32, precision=precision)
-            classifier = ZeroShotClassifier(bundle, single_object_classnames(), templates=list(ZERO_SHOT_TEMPLATES))
-            method = build_method(name, classifier)
-            target = [classifier.class_index(o) for o in objects]
-            maps[precision] = method.attribute(images, target=target).cpu()
+        for precision, classifier in classifiers.items():
+            maps[precision] = build_method(name, classifier).attribute(images, target=target).cpu()
             if not torch.isfinite(maps[precision]).all():
                 raise FloatingPointError(f"{name} gave a non-finite map under {precision}")
         rows += [(name, precision, compare(maps[precision], maps["fp32"], masks)) for precision in precisions]
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args()
-    precisions = args.precisions.split(",")
+    precisions = parse_precisions(args.precisions)
     lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, "
              f"{platform.processor() or platform.machine()}; the shipped model, {args.images} held-out single-object "
              "scenes, each method's defaults, target: the scene's object", ""]

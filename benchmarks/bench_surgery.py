@@ -20,7 +20,7 @@ import open_clip
 import torch
 
 from _tables import publish
-from _timing import devices, paired
+from _timing import device_precisions, paired
 
 from captum_clip import CLIPGradCAM, CLIPIntegratedGradients, ClipBundle, RawCLIPSimilarity, SurgeryCAM, ZeroShotClassifier
 from captum_clip.core.precision import autocast
@@ -79,13 +79,12 @@ def main() -> None:
 
     lines = [f"torch {torch.__version__}, open_clip {open_clip.__version__}, {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads", ""]
-    for device, label in devices(args.devices):
-        for precision in args.precisions.split(","):
-            lines += [f"### {label}, {precision}", "", "| method | setting | seconds | × vanilla forward (median of "
-                      "paired runs) | throughput, × vanilla |", "|---|---|---:|---:|---:|"]
-            for method, setting, seconds, ratio in run(device, args.repeats, args.batch, args.classes, precision):
-                lines.append(f"| {method} | {setting} | {seconds:.4f} | {ratio:.2f} | {1 / ratio:.2f} |")
-            lines.append("")
+    for device, label, precision in device_precisions(args.devices, args.precisions):
+        lines += [f"### {label}, {precision}", "", "| method | setting | seconds | × vanilla forward (median of "
+                  "paired runs) | throughput, × vanilla |", "|---|---|---:|---:|---:|"]
+        for method, setting, seconds, ratio in run(device, args.repeats, args.batch, args.classes, precision):
+            lines.append(f"| {method} | {setting} | {seconds:.4f} | {ratio:.2f} | {1 / ratio:.2f} |")
+        lines.append("")
     publish("\n".join(lines), args.out)
 
 

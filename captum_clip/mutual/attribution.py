@@ -269,12 +269,13 @@ class MutualConceptAttribution(ClipAttribution):
             raise ValueError(f"renderer must be one of {RENDERERS}; got {renderer!r}.")
         b, n_slots = concepts.part_ids.shape
         ellipses, valid = self._prompt_ellipses(concepts)
-        rows, cols = torch.nonzero(valid.to(images.device), as_tuple=True)
+        valid = valid.to(images.device)
+        rows, cols = torch.nonzero(valid, as_tuple=True)
         embedded = self._encode_prompts(self._draw_prompts(images, ellipses, rows, cols, renderer), images.device)
         z = torch.zeros(b, n_slots, embedded.shape[-1], device=images.device)
         if len(rows):
             z[rows, cols] = concept_embedding(embedded.view(len(rows), 3, -1))
-        return z, valid.to(images.device), ellipses
+        return z, valid, ellipses
 
     @staticmethod
     def _prompt_ellipses(concepts: VisualConcepts) -> Tuple[np.ndarray, Tensor]:
